@@ -1,0 +1,85 @@
+"""Run every registered experiment for one profile, each in its own process, then the analysis.
+
+    python -m experiments.run_all --profile cpu [--force] [--only a,b]
+
+A failed experiment is reported and the next one runs; finished runs are skipped inside each script
+(``--force`` redoes them). Ends with a summary table and exits non-zero if anything failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from experiments.common.profiles import PROFILES
+from experiments.common.records import DEFAULT_RESULTS_DIR, REPO_ROOT, is_done, write_json_atomic
+from experiments.common.registry import EXPERIMENTS, Experiment
+
+
+def _planned_runs(exp: Experiment, common: list[str]) -> list[str] | None:
+    out = subprocess.run([sys.executable, *exp.command, *common, "--plan"], cwd=REPO_ROOT,
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        return None
+    try:
+        return [r["name"] for r in json.loads(out.stdout.strip().splitlines()[-1])]
+    except (ValueError, IndexError, KeyError, TypeError):
+        return None
+
+
+def run_experiment(exp: Experiment, profile: str, results_dir: Path, force: bool, extra: list[str]) -> dict:
+    common = ["--profile", profile, "--results-dir", str(results_dir), *extra]
+    planned = _planned_runs(exp, common)
+    if not force and planned and all(is_done(results_dir, exp.name, r) for r in planned):
+        return {"experiment": exp.name, "status": "skipped (done)", "runs": len(planned), "time_s": 0.0}
+    t0 = time.perf_counter()
+    print(f"\n=== {exp.name}: {exp.reproduces} ===", flush=True)
+    rc = subprocess.run([sys.executable, *exp.command, *common, *(["--force"] if force else [])], cwd=REPO_ROOT).returncode
+    return {"experiment": exp.name, "status": "success" if rc == 0 else f"failed (exit {rc})",
+            "runs": len(planned) if planned else None, "time_s": round(time.perf_counter() - t0, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
+    p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
+    p.add_argument("--force", action="store_true", help="redo runs that already have a successful record")
+    p.add_argument("--only", default=None, help="comma-separated experiment names")
+    p.add_argument("--data-dir", type=Path, default=None, help="passed to every experiment")
+    p.add_argument("--no-analysis", action="store_true", help="skip `python -m analysis` at the end")
+    args = p.parse_args(argv)
+
+    selected = [e for e in EXPERIMENTS if args.profile in e.profiles]
+    if args.only:
+        wanted = set(args.only.split(","))
+        unknown = wanted - {e.name for e in EXPERIMENTS}
+        if unknown:
+            p.error(f"--only names unknown experiment(s) {sorted(unknown)}")
+        selected = [e for e in selected if e.name in wanted]
+    extra = ["--data-dir", str(args.data_dir)] if args.data_dir else []
+
+    t0 = time.perf_counter()
+    rows = [run_experiment(e, args.profile, args.results_dir, args.force, extra) for e in selected]
+    if not args.no_analysis and (REPO_ROOT / "analysis" / "__main__.py").exists():
+        print("\n=== analysis: results/ -> paper_tables/ ===", flush=True)
+        rc = subprocess.run([sys.executable, "-m", "analysis", "--results-dir", str(args.results_dir)], cwd=REPO_ROOT).returncode
+        rows.append({"experiment": "analysis", "status": "success" if rc == 0 else f"failed (exit {rc})", "runs": None,
+                     "time_s": None})
+    total = round(time.perf_counter() - t0, 1)
+    write_json_atomic(args.results_dir / "run_all" / f"summary-{args.profile}.json",
+                      {"profile": args.profile, "total_time_s": total, "experiments": rows})
+
+    print(f"\n## run_all summary (profile {args.profile}, {total} s)\n")
+    print("| experiment | status | runs | time (s) |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['experiment']} | {r['status']} | {r['runs'] if r['runs'] is not None else '—'} | "
+              f"{r['time_s'] if r['time_s'] is not None else '—'} |")
+    return 1 if any(r["status"].startswith("failed") for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
