@@ -36,7 +36,9 @@ class AdapterLayer(nn.Module, abc.ABC):
     Subclasses set ``method`` and implement ``adapter_forward``, ``delta_weight`` and
     ``trainable_count`` (the closed-form parameter count of SPEC §2, checked by the tests).
     ``validate`` is a classmethod so ``inject`` can reject bad hyperparameters for every target
-    before it touches the model.
+    before it touches the model. The default ``merge``/``unmerge`` add and subtract
+    ``delta_weight()``; a method whose update depends on ``W0`` (DoRA, MiSS bat) must override
+    ``unmerge`` (and ``merge`` where needed) so that unmerging restores ``W0`` exactly.
     """
 
     method: ClassVar[str]
@@ -81,6 +83,19 @@ class AdapterLayer(nn.Module, abc.ABC):
         hold references to the same tensors, so each shared parameter is trained and counted once.
         """
         return None
+
+    def bind_shared(self, shared: nn.Module, owned: bool) -> None:
+        """Give the layer access to ``shared`` as ``self.adapter_shared``.
+
+        A layer built alone owns its shared tensors (registered here, saved with the layer). Under
+        ``inject`` the first adapted layer owns them and the others keep a plain reference, so state
+        dicts hold one copy and ``model.to()`` moves them once, whatever container the model is.
+        """
+        if owned:
+            self.__dict__.pop("adapter_shared", None)
+            self.add_module("adapter_shared", shared)
+        else:
+            self.__dict__["adapter_shared"] = shared
 
     @classmethod
     @abc.abstractmethod

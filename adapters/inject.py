@@ -32,7 +32,7 @@ def _matches(name: str, patterns: Sequence[str]) -> bool:
 
 
 def _check_hyper(cls: type[AdapterLayer], hyper: dict[str, Any]) -> None:
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "base_layer", "module_name"}
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "base_layer", "module_name", "shared"}
     unknown = sorted(set(hyper) - accepted)
     if unknown:
         raise AdapterError(f"method '{cls.method}' has no hyperparameter(s) {unknown}; it takes {sorted(accepted)}")
@@ -71,9 +71,13 @@ def inject(
     for p in model.parameters():
         p.requires_grad_(False)
     shared = cls.shared_state(targets, **hyper)
-    for name, layer in targets:
+    for i, (name, layer) in enumerate(targets):
         extra = {"shared": shared} if shared is not None else {}
         wrapped = cls(layer, module_name=name, **extra, **hyper)
+        if shared is not None and i == 0:
+            # One layer owns the shared tensors (one copy in state dicts, moved once by .to());
+            # the others hold plain references (AdapterLayer.bind_shared).
+            wrapped.bind_shared(shared, owned=True)
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, wrapped)
     if trainable_modules:

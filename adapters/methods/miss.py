@@ -28,11 +28,14 @@ from ..base import AdapterLayer, require
 from ..registry import register
 
 
-def block_sum(x: torch.Tensor, r: int) -> torch.Tensor:
-    """Sum the contiguous ``r``-wide blocks of the last dim, zero-padding it to a multiple of ``r``."""
+def pad_to_multiple(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Zero-pad the last dim to a multiple of ``r`` (PEFT's rule for ``k_in % r != 0``)."""
     pad = (-x.shape[-1]) % r
-    if pad:
-        x = F.pad(x, (0, pad))
+    return F.pad(x, (0, pad)) if pad else x
+
+
+def block_sum(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Sum the contiguous ``r``-wide blocks of the last dim (which must be a multiple of ``r``)."""
     return x.reshape(*x.shape[:-1], x.shape[-1] // r, r).sum(dim=-2)
 
 
@@ -114,7 +117,8 @@ class MiSSLinear(AdapterLayer):
 
     def adapter_forward(self, x: torch.Tensor) -> torch.Tensor:
         d = self._output_block()
-        return block_sum(self.dropout(x.to(d.dtype)), self.r) @ d
+        # Pad before dropout, as PEFT does, so that the same RNG state gives the same mask.
+        return block_sum(self.dropout(pad_to_multiple(x.to(d.dtype), self.r)), self.r) @ d
 
     def delta_weight(self) -> torch.Tensor:
         if self.variant == "bat":
