@@ -12,7 +12,7 @@ PYTHON_BIN="${PYTHON_BIN:-python3}"
 if [ -z "${MISS_STACK:-}" ]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then MISS_STACK=gpu; else MISS_STACK=cpu; fi
 fi
-stamp_want="$MISS_STACK $(cat "$REPO_ROOT"/requirements*.txt "$REPO_ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
+stamp_want="$MISS_STACK $(cat "$REPO_ROOT"/requirements*.txt | sha256sum | cut -c1-16)"
 stamp_file="$VENV/.miss-setup-stamp"
 
 if [ ! -f "$stamp_file" ] || [ "$(cat "$stamp_file")" != "$stamp_want" ]; then
