@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .base import AdapterError
+
 if TYPE_CHECKING:
     from .base import AdapterLayer
 
@@ -26,4 +28,4 @@ def get_method(name: str) -> type["AdapterLayer"]:
     try:
         return METHODS[name]
     except KeyError:
-        raise ValueError(f"unknown adapter method {name!r}; known: {', '.join(sorted(METHODS))}") from None
+        raise AdapterError(f"unknown adapter method {name!r}; known: {', '.join(sorted(METHODS))}") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -20,9 +21,15 @@ from experiments.common.records import DEFAULT_RESULTS_DIR, REPO_ROOT, is_done, 
 from experiments.common.registry import EXPERIMENTS, Experiment
 
 
+def _child_env() -> dict[str, str]:
+    """Scripts run as ``python experiments/x.py`` import the repository's packages from its root."""
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{path}" if path else str(REPO_ROOT)}
+
+
 def _planned_runs(exp: Experiment, common: list[str]) -> list[str] | None:
     out = subprocess.run([sys.executable, *exp.command, *common, "--plan"], cwd=REPO_ROOT,
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, env=_child_env())
     if out.returncode != 0:
         return None
     try:
@@ -38,7 +45,8 @@ def run_experiment(exp: Experiment, profile: str, results_dir: Path, force: bool
         return {"experiment": exp.name, "status": "skipped (done)", "runs": len(planned), "time_s": 0.0}
     t0 = time.perf_counter()
     print(f"\n=== {exp.name}: {exp.reproduces} ===", flush=True)
-    rc = subprocess.run([sys.executable, *exp.command, *common, *(["--force"] if force else [])], cwd=REPO_ROOT).returncode
+    rc = subprocess.run([sys.executable, *exp.command, *common, *(["--force"] if force else [])], cwd=REPO_ROOT,
+                        env=_child_env()).returncode
     return {"experiment": exp.name, "status": "success" if rc == 0 else f"failed (exit {rc})",
             "runs": len(planned) if planned else None, "time_s": round(time.perf_counter() - t0, 1)}
 
