@@ -15,8 +15,31 @@ from ..base import AdapterLayer, require
 from ..registry import register
 
 
-class LowRankLayer(AdapterLayer):
-    """Shared body of the methods whose update is ``scaling * B A`` (LoRA, LoRA-FA, PiSSA)."""
+class FactoredLayer(AdapterLayer):
+    """Methods whose update is ``scaling * B A`` for factors built by ``factors()``.
+
+    LoRA's factors are plain parameters; ProLoRA and MoS assemble theirs from shared pieces. Subclasses
+    set ``self.scaling`` and ``self.dropout``.
+    """
+
+    scaling: float
+    dropout: nn.Module
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(A, B)`` with ``A ∈ R^{r x k}``, ``B ∈ R^{d x r}``."""
+        return self.adapter_A, self.adapter_B
+
+    def adapter_forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.factors()
+        return (self.dropout(x.to(a.dtype)) @ a.t() @ b.t()) * self.scaling
+
+    def delta_weight(self) -> torch.Tensor:
+        a, b = self.factors()
+        return (b @ a) * self.scaling
+
+
+class LowRankLayer(FactoredLayer):
+    """Shared body of the methods whose factors are the parameters ``A``, ``B`` (LoRA, LoRA-FA, PiSSA, DoRA)."""
 
     def __init__(self, base_layer: nn.Linear, module_name: str, r: int, alpha: float, dropout: float, rslora: bool):
         super().__init__(base_layer, module_name)
@@ -38,13 +61,6 @@ class LowRankLayer(AdapterLayer):
     @classmethod
     def trainable_count(cls, d_out, k_in, r=8, **_):
         return (d_out + k_in) * r
-
-    def adapter_forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.adapter_A
-        return (self.dropout(x.to(a.dtype)) @ a.t() @ self.adapter_B.t()) * self.scaling
-
-    def delta_weight(self) -> torch.Tensor:
-        return (self.adapter_B @ self.adapter_A) * self.scaling
 
 
 @register("lora")

@@ -32,8 +32,9 @@ import math
 import torch
 from torch import nn
 
-from ..base import AdapterLayer, require
+from ..base import require
 from ..registry import register
+from .lora import FactoredLayer
 
 
 def _budget(r: int, shards_per_vector: int, private_ratio: float) -> tuple[int, int]:
@@ -64,7 +65,7 @@ def _draw_index(slots: int, pool_size: int, device) -> torch.Tensor:
 
 
 @register("mos")
-class MoSLinear(AdapterLayer):
+class MoSLinear(FactoredLayer):
     """MoS: ``y = W0 x + (alpha/R) B A x``, A and B gathered from per-layer private shards and a global
     shard pool (``R = rank_factor * r``). Parameters per layer: ``r (d + k)``."""
 
@@ -139,11 +140,3 @@ class MoSLinear(AdapterLayer):
         a = a.reshape(self.rank, self.in_features)
         b = b.reshape(self.rank, self.out_features).t()
         return a, b
-
-    def adapter_forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, b = self.factors()
-        return (self.dropout(x.to(a.dtype)) @ a.t() @ b.t()) * self.scaling
-
-    def delta_weight(self) -> torch.Tensor:
-        a, b = self.factors()
-        return (b @ a) * self.scaling

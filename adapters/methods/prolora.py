@@ -29,8 +29,9 @@ import math
 import torch
 from torch import nn
 
-from ..base import AdapterLayer, require
+from ..base import require
 from ..registry import register
+from .lora import FactoredLayer
 
 
 def broadcast_rotate(chunk: torch.Tensor, copies: int, stride: int, length: int) -> torch.Tensor:
@@ -46,7 +47,7 @@ def broadcast_rotate(chunk: torch.Tensor, copies: int, stride: int, length: int)
 
 
 @register("prolora")
-class PRoLoRALinear(AdapterLayer):
+class PRoLoRALinear(FactoredLayer):
     """PRoLoRA: ``y = W0 x + (alpha/r) B A x`` with A, B assembled from ``u`` unshared ranks plus one chunk
     broadcast ``sharing_ratio`` times with partial rotation. Parameters:
     ``u (d + k) + (r - u) (ceil(k/m) + ceil(d/m))``."""
@@ -92,11 +93,3 @@ class PRoLoRALinear(AdapterLayer):
         a_shared = broadcast_rotate(self.adapter_A_shared, self.m, self.stride, self.in_features)
         b_shared = broadcast_rotate(self.adapter_B_shared.t(), self.m, self.stride, self.out_features).t()
         return torch.cat([self.adapter_A_u, a_shared], dim=0), torch.cat([self.adapter_B_u, b_shared], dim=1)
-
-    def adapter_forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, b = self.factors()
-        return (self.dropout(x.to(a.dtype)) @ a.t() @ b.t()) * self.scaling
-
-    def delta_weight(self) -> torch.Tensor:
-        a, b = self.factors()
-        return (b @ a) * self.scaling
