@@ -18,6 +18,7 @@ from .inject import (
     merge,
     save_adapter,
     trainable_parameters,
+    unload,
     unmerge,
 )
 from .registry import METHODS, get_method
@@ -25,5 +26,5 @@ from .registry import METHODS, get_method
 __all__ = [
     "ADAPTER_PREFIX", "AdapterError", "AdapterLayer", "METHODS", "adapter_layers", "adapter_state_dict",
     "find_targets", "get_method", "inject", "load_adapter", "load_adapter_state_dict", "merge",
-    "save_adapter", "trainable_parameters", "unmerge",
+    "save_adapter", "trainable_parameters", "unload", "unmerge",
 ]

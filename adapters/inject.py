@@ -68,8 +68,10 @@ def inject(
     for name, layer in targets:
         cls.validate(name, layer.out_features, layer.in_features, **hyper)
 
-    for p in model.parameters():
-        p.requires_grad_(False)
+    # Adapters from an earlier inject call keep their state, so methods or ranks can be mixed per module.
+    for pname, p in model.named_parameters():
+        if not _is_adapter_key(pname):
+            p.requires_grad_(False)
     shared = cls.shared_state(targets, **hyper)
     for i, (name, layer) in enumerate(targets):
         extra = {"shared": shared} if shared is not None else {}
@@ -105,13 +107,26 @@ def unmerge(model: nn.Module) -> nn.Module:
     return model
 
 
+def unload(model: nn.Module, merge: bool = True) -> nn.Module:
+    """Put the plain ``nn.Linear`` layers back (with the updates folded in when ``merge``), so the
+    model can be saved and served as an ordinary checkpoint. Shared adapter tensors go with them."""
+    for name, layer in list(adapter_layers(model)):
+        if merge:
+            layer.merge()
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, layer.base_layer)
+    return model
+
+
 def trainable_parameters(model: nn.Module) -> int:
     """Number of distinct trainable parameters (shared tensors counted once)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def _is_adapter_key(key: str) -> bool:
-    return key.rsplit(".", 1)[-1].startswith(ADAPTER_PREFIX)
+    """A tensor belongs to an adapter if any component of its dotted name carries the prefix
+    (``layer.adapter_A``, ``layer.adapter_shared.adapter_vera_A``)."""
+    return any(part.startswith(ADAPTER_PREFIX) for part in key.split("."))
 
 
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

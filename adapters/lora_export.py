@@ -28,7 +28,7 @@ from torch import nn
 
 from .base import ADAPTER_PREFIX
 from .inject import adapter_layers
-from .methods.miss import MiSSLinear
+from .methods.miss import MiSSLinear, selection_matrix
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_NAME = "adapter_config.json"
@@ -37,12 +37,6 @@ PEFT_PREFIX = "base_model.model."
 
 class LoRAExportError(ValueError):
     """The model cannot be written as an exact LoRA adapter; the message names the module and why."""
-
-
-def selection_matrix(r: int, k_in: int, dtype: torch.dtype, device: torch.device | str | None = None) -> torch.Tensor:
-    """MiSS's fixed LoRA ``A`` (``r x k_in``): column ``i`` is the unit vector ``e_{i % r}``."""
-    cols = torch.arange(k_in, device=device) % r
-    return (cols.unsqueeze(0) == torch.arange(r, device=device).unsqueeze(1)).to(dtype)
 
 
 # ---------------------------------------------------------------------------------------------- our layers

@@ -178,3 +178,24 @@ def test_trainable_count_sums_over_layers(case_id):
     expected = sum(cls.trainable_count(model.get_submodule(t).out_features, model.get_submodule(t).in_features, **hyper)
                    for t in TARGETS)
     assert trainable_parameters(model) == expected + sum(p.numel() for p in model[6].parameters())
+
+
+def test_second_inject_keeps_the_first_adapters_trainable():
+    model = nn.Sequential(nn.Linear(16, 24), nn.Linear(24, 8))
+    adapters.inject(model, "miss", ["0"], r=4)
+    adapters.inject(model, "lora", ["1"], r=2)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"0.adapter_D", "1.adapter_A", "1.adapter_B"}
+
+
+def test_unload_restores_plain_linears_with_the_update_merged():
+    model = nn.Sequential(nn.Linear(16, 24), nn.Tanh(), nn.Linear(24, 8))
+    adapters.inject(model, "miss", ["0", "2"], r=4)
+    with torch.no_grad():
+        for _, layer in adapters.adapter_layers(model):
+            layer.adapter_D.normal_()
+    x = torch.randn(3, 16)
+    expected = model(x)
+    adapters.unload(model)
+    assert all(type(m) in (nn.Linear, nn.Tanh) for m in model)
+    torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)

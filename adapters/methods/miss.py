@@ -46,6 +46,13 @@ def tile_columns(d_t: torch.Tensor, k_in: int) -> torch.Tensor:
     return d_t.repeat(1, reps)[:, :k_in]
 
 
+def selection_matrix(r: int, k_in: int, dtype: torch.dtype, device: torch.device | str | None = None) -> torch.Tensor:
+    """MiSS's fixed LoRA ``A`` (``r x k_in``): column ``i`` is the unit vector ``e_{i % r}``, so that
+    ``D^T @ A`` tiles ``D^T`` along the input exactly as the padded block sum does."""
+    cols = torch.arange(k_in, device=device) % r
+    return (cols.unsqueeze(0) == torch.arange(r, device=device).unsqueeze(1)).to(dtype)
+
+
 @register("miss")
 class MiSSLinear(AdapterLayer):
     """MiSS efficient form: ``y = W0 x + blocksum_r(dropout(x)) @ D``, ``D ∈ R^{r x d_out}``, ``D = 0``.
@@ -149,6 +156,4 @@ class MiSSLinear(AdapterLayer):
         if self.variant == "bat":
             raise ValueError(f"module '{self.module_name}': MiSS bat depends on W0 and has no exact LoRA view")
         d = self._output_block()
-        cols = torch.arange(self.in_features, device=d.device) % self.r
-        a = (cols.unsqueeze(0) == torch.arange(self.r, device=d.device).unsqueeze(1)).to(d.dtype)
-        return a, d.t().contiguous()
+        return selection_matrix(self.r, self.in_features, d.dtype, d.device), d.t().contiguous()

@@ -1,7 +1,8 @@
 """Every experiment ``run_all.sh`` knows, in the order it runs them.
 
 Each entry is a script (or module) that accepts the shared switches of ``runner.build_parser``.
-Adding an experiment to the main job is one line here.
+Adding an experiment to the main job is one line here. Benchmarks (``python -m adapters.bench``)
+are run by hand on a quiet machine and are not part of the main job.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ class Experiment:
 
 
 EXPERIMENTS: tuple[Experiment, ...] = (
-    Experiment("adapter_bench", ("-m", "adapters.bench"), "layer-level speed: MiSS vs PEFT MiSS vs LoRA, PiSSA init"),
 )
 
 
