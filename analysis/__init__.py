@@ -1,0 +1,17 @@
+"""results/ -> paper_tables/: the paper's tables (Markdown + LaTeX), figures (PNG) and claims verdicts.
+
+    python -m analysis [--results-dir results] [--out paper_tables]
+
+Tables are pure functions of the records under ``results/`` (see ``experiments/common/records.py``).
+Each table/figure group is one module registering a builder in ``registry.BUILDERS``; the paper's own
+numbers are typed in once in ``paper_values``. A new group is one module plus one name in
+``BUILDER_MODULES`` below.
+"""
+
+import importlib
+
+# Builder modules, in the order their sections appear in paper_tables/README.md.
+BUILDER_MODULES = ("no_free_lunch", "efficiency", "figure2", "complexity")
+
+for _name in BUILDER_MODULES:
+    importlib.import_module(f"{__name__}.{_name}")

@@ -72,14 +72,22 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     rows = [run_experiment(e, args.profile, args.results_dir, args.force, extra) for e in selected]
+    summary_path = args.results_dir / "run_all" / f"summary-{args.profile}.json"
+
+    def write_summary() -> float:
+        total = round(time.perf_counter() - t0, 1)
+        write_json_atomic(summary_path, {"profile": args.profile, "total_time_s": total, "experiments": rows})
+        return total
+
+    # The summary is written before the analysis too, so the tables' README reports this run, not the last one.
+    total = write_summary()
     if not args.no_analysis and (REPO_ROOT / "analysis" / "__main__.py").exists():
         print("\n=== analysis: results/ -> paper_tables/ ===", flush=True)
+        t_analysis = time.perf_counter()
         rc = subprocess.run([sys.executable, "-m", "analysis", "--results-dir", str(args.results_dir)], cwd=REPO_ROOT).returncode
         rows.append({"experiment": "analysis", "status": "success" if rc == 0 else f"failed (exit {rc})", "runs": None,
-                     "time_s": None})
-    total = round(time.perf_counter() - t0, 1)
-    write_json_atomic(args.results_dir / "run_all" / f"summary-{args.profile}.json",
-                      {"profile": args.profile, "total_time_s": total, "experiments": rows})
+                     "time_s": round(time.perf_counter() - t_analysis, 1)})
+        total = write_summary()
 
     print(f"\n## run_all summary (profile {args.profile}, {total} s)\n")
     print("| experiment | status | runs | time (s) |\n|---|---|---|---|")

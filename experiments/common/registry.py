@@ -19,6 +19,9 @@ class Experiment:
 
 
 EXPERIMENTS: tuple[Experiment, ...] = (
+    Experiment("no_free_lunch", ("experiments/no_free_lunch.py",), "Fig. 2 (left): No-Free-Lunch adaptation"),
+    Experiment("efficiency", ("experiments/efficiency.py",), "Fig. 2 (middle, right): init and step time, memory"),
+    Experiment("complexity", ("experiments/complexity.py",), "Tables 2-3: parameters, space and FLOPs"),
 )
 
 
