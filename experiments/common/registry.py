@@ -22,6 +22,16 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("no_free_lunch", ("experiments/no_free_lunch.py",), "Fig. 2 (left): No-Free-Lunch adaptation"),
     Experiment("efficiency", ("experiments/efficiency.py",), "Fig. 2 (middle, right): init and step time, memory"),
     Experiment("complexity", ("experiments/complexity.py",), "Tables 2-3: parameters, space and FLOPs"),
+    Experiment("gradient_norm", ("experiments/gradient_norm.py",), "Fig. 1: gradient norm at initialisation"),
+    Experiment("nlg_llama2_7b", ("experiments/nlg_llama2_7b.py",),
+               "Table 5 (Llama2-7B) and Fig. 5: math/code SFT; cpu: every method on the tiny model, 2-process DeepSpeed"),
+    Experiment("rank_ablation", ("experiments/rank_ablation.py",), "Table 7: MiSS rank 16-128 on Llama2-7B"),
+    # the cpu profile of these would train the same tiny model again; RWKV needs a GPU (Triton kernels)
+    Experiment("nlg_mistral", ("experiments/nlg_mistral.py",), "Table 5 (Mistral-7B)", ("small", "paper")),
+    Experiment("nlg_qwen3", ("experiments/nlg_qwen3.py",), "Table 5 (Qwen3-4B)", ("small", "paper")),
+    Experiment("nlg_llama2_13b", ("experiments/nlg_llama2_13b.py",), "Table 5 (Llama2-13B)", ("small", "paper")),
+    Experiment("nlg_rwkv6", ("experiments/nlg_rwkv6.py",), "Table 5 (RWKV6-7B)", ("small", "paper")),
+    Experiment("nlg_rwkv7", ("experiments/nlg_rwkv7.py",), "Table 9 (RWKV7-3B)", ("small", "paper")),
 )
 
 

@@ -1,0 +1,27 @@
+"""Table 5, RWKV6-7B rows: math SFT with LoRA, PiSSA and MiSS through flash-linear-attention.
+
+    python experiments/nlg_rwkv6.py --profile paper [--method miss] [--seed 42]
+
+Protocol: as ``nlg_llama2_7b.py`` (SPEC §3.5) on fla-hub/rwkv6-7B-finch, math only (the paper prints
+"--" for code). Adapted: r/k/v/g projections, output projection, channel-mix key/value/receptance.
+Trainable: MiSS r64 88.1M as printed; LoRA/PiSSA at Table 10's r36 give 99.1M, the printed 88.1M is r32.
+Needs ``pip install flash-linear-attention`` and a GPU: its RWKV kernels are Triton-only (checked with
+v0.6.0: the models build on CPU but the forward pass fails with "0 active drivers"), so there is no cpu
+profile for this script.
+
+Expected (paper): GSM8K LoRA 38.13 < PiSSA 40.48 < MiSS 41.73; MATH 6.06 / 6.12 / 6.52.
+Runtime: paper ~3-6 GPU-hours per run on 8 A100s; small (fla-hub/rwkv6-1.6B-finch, 20k rows) ~1 GPU-hour.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.common.sft_experiment import nlg_main
+
+if __name__ == "__main__":
+    sys.exit(nlg_main("nlg_rwkv6", "rwkv6-7b", __doc__))

@@ -1,0 +1,173 @@
+"""The SFT trainer on the tiny model: batch arithmetic, resume, saved outputs, DeepSpeed with two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from experiments.common.sft_trainer import (
+    SFTConfig,
+    SimulatedFailure,
+    fail_after_checkpoint,
+    gradient_accumulation,
+    load_trained_peft,
+    run_sft,
+)
+from experiments.common.tiny_model import ensure_tiny_model
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RANKS = {"lora": 8, "dora": 8, "pissa": 8, "miss": 16, "vera": 16, "full": None}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, data_dir):
+    return ensure_tiny_model(tmp_path_factory.getbasetemp() / "tiny_cache", data_dir)
+
+
+def _cfg(tiny, data_dir, out, method, **kw) -> SFTConfig:
+    base = dict(model=str(tiny), method=method, r=RANKS[method], output_dir=str(out), data_source="local:gsm8k-metamath",
+                data_dir=str(data_dir), max_samples=48, lr=1e-3, max_steps=2, global_batch=4, per_device_batch=2,
+                deepspeed=None, save_steps=2)
+    return SFTConfig(**{**base, **kw})
+
+
+def _logits(model, tokenizer):
+    batch = tokenizer(["Below is an instruction. What is 7 times 6?"], return_tensors="pt")
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+def test_global_batch_is_checked():
+    assert gradient_accumulation(64, 8, 4) == 2
+    assert gradient_accumulation(64, 1, 4) == 16
+    with pytest.raises(ValueError, match=r"global batch 64 is not devices \(3\) x per-device batch \(4\)"):
+        gradient_accumulation(64, 3, 4)
+
+
+def test_config_validation(tmp_path):
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        SFTConfig(model="m", method="nope", r=4, output_dir=str(tmp_path), data_source="x")
+    with pytest.raises(ValueError, match="needs a positive integer rank"):
+        SFTConfig(model="m", method="lora", output_dir=str(tmp_path), data_source="x")
+
+
+def test_resumed_run_ends_with_identical_adapter(tiny, data_dir, tmp_path):
+    cfg = dict(max_steps=6, save_steps=2)
+    whole = run_sft(_cfg(tiny, data_dir, tmp_path / "whole", "miss", **cfg))
+    killed = _cfg(tiny, data_dir, tmp_path / "killed", "miss", **cfg)
+    with pytest.raises(SimulatedFailure):
+        run_sft(killed, callbacks=[fail_after_checkpoint(4)])
+    resumed = run_sft(killed)
+
+    a = load_file(tmp_path / "whole" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "killed" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(a[k].abs().sum() > 0 for k in a)                       # it did train
+    assert resumed["metrics"]["resumed_from"] == "checkpoint-4"
+    assert resumed["curves"]["step"] == list(range(1, 7)) == whole["curves"]["step"]
+    assert resumed["curves"]["loss"] == whole["curves"]["loss"]
+    times, tokens = resumed["curves"]["wall_time_s"], resumed["curves"]["tokens_seen"]
+    assert times == sorted(times) and tokens == sorted(tokens) and tokens[-1] == whole["curves"]["tokens_seen"][-1]
+
+
+@pytest.mark.parametrize("method", ["dora", "pissa", "miss", "full", "vera"])
+def test_saved_outputs_reproduce_the_trained_model(tiny, data_dir, tmp_path, method):
+    import peft
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    res = run_sft(_cfg(tiny, data_dir, tmp_path, method))
+    tok = AutoTokenizer.from_pretrained(tiny)
+    base_logits = _logits(AutoModelForCausalLM.from_pretrained(tiny), tok)
+    arts = res["artifacts"]
+    assert res["metrics"]["trainable_params"] > 0 and len(res["curves"]["loss"]) == 2
+
+    if method in ("dora", "pissa"):
+        merged = _logits(AutoModelForCausalLM.from_pretrained(arts["merged"]), tok)
+        reloaded = _logits(load_trained_peft(str(tiny), arts["adapter"], torch.float32), tok)
+        torch.testing.assert_close(merged, reloaded, atol=2e-4, rtol=1e-4)
+        assert not torch.allclose(merged, base_logits)
+    elif method == "miss":
+        assert set(arts) == {"adapter", "lora"}
+        as_lora = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny), arts["lora"])
+        as_miss = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny), arts["adapter"])
+        assert as_lora.peft_config["default"].peft_type == peft.PeftType.LORA
+        torch.testing.assert_close(_logits(as_lora, tok), _logits(as_miss, tok), atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(_logits(as_miss, tok), base_logits)
+    elif method == "full":
+        assert set(arts) == {"merged"}
+        assert res["metrics"]["trainable_params"] == res["metrics"]["total_params"]
+        assert not torch.allclose(_logits(AutoModelForCausalLM.from_pretrained(arts["merged"]), tok), base_logits)
+    else:   # an adapters-package method: our own safetensors + the hyperparameters to rebuild it
+        from adapters import inject, load_adapter
+
+        meta = json.loads((tmp_path / "adapter" / "adapter_meta.json").read_text())
+        model = inject(AutoModelForCausalLM.from_pretrained(tiny), meta["method"], meta["target_modules"], **meta["hyper"])
+        load_adapter(model, str(tmp_path / "adapter" / "adapter.safetensors"))
+        assert not torch.allclose(_logits(model, tok), base_logits)
+
+
+@pytest.mark.slow
+def test_deepspeed_two_processes_resume_and_record(tiny, data_dir, tmp_path):
+    """The cpu profile's real path: the script launches 2 processes with DeepSpeed ZeRO-2 (gloo). A run
+    killed after its step-2 checkpoint resumes and ends where one uninterrupted process ends (the same
+    losses and adapter up to float summation order: the global-batch loss and gradient are the same)."""
+    def script(fail_after: int | None = None) -> subprocess.CompletedProcess:
+        env = {**os.environ, "MISS_DATA_DIR": str(data_dir)}
+        if fail_after:
+            env["MISS_SFT_FAIL_AFTER_STEP"] = str(fail_after)
+        argv = [sys.executable, "experiments/nlg_llama2_7b.py", "--profile", "cpu", "--only", "math-miss-s42",
+                "--results-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
+                "--set", "max_steps=4", "--set", "save_steps=2", "--set", "max_samples=64"]
+        return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+    record = tmp_path / "results" / "nlg_llama2_7b" / "math-miss-s42.json"
+    killed = script(fail_after=2)
+    assert killed.returncode != 0
+    rec_killed = json.loads(record.read_text())
+    assert rec_killed["status"] == "failed" and "simulated failure" in rec_killed["error"]
+    resumed = script()
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    rec = json.loads(record.read_text())
+    m = rec["metrics"]
+    assert rec["status"] == "success" and m["resumed_from"] == "checkpoint-2"
+    assert (m["world_size"], m["zero_stage"], m["gradient_accumulation"], m["global_batch"]) == (2, 2, 2, 8)
+    assert rec["curves"]["step"] == [1, 2, 3, 4] and rec["curves"]["tokens_seen"] == sorted(rec["curves"]["tokens_seen"])
+    assert m["paper_model_trainable_params"] == 87_031_808 and rec["trainable_params"] == m["trainable_params"]
+    out = tmp_path / "runs" / "nlg_llama2_7b" / "math-miss-s42"
+    assert (out / "lora" / "adapter_model.safetensors").exists()
+
+    sft = rec["config"]["sft"]
+    one = run_sft(SFTConfig(**{**sft, "output_dir": str(tmp_path / "one-process"), "deepspeed": None}))
+    torch.testing.assert_close(rec["curves"]["loss"], one["curves"]["loss"], atol=1e-5, rtol=0)
+    a = load_file(out / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "one-process" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)   # Adam steps are <= lr = 1e-3
+
+
+def test_launch_commands(tmp_path):
+    from experiments.common.sft_experiment import NLG_PROFILES, launch_command
+
+    cfg = tmp_path / "run.json"
+    s = NLG_PROFILES["paper"]
+    argv, env = launch_command(s, cfg, None, "", cuda=True)
+    assert argv[0].endswith("deepspeed") and "--num_gpus" not in argv       # every visible GPU
+    assert argv[-4:] == ["--module", "experiments.common.sft_trainer", "--config", str(cfg)]
+    argv, _ = launch_command(s, cfg, "/etc/hosts.ds", "--num_nodes 2 --master_addr node1", cuda=True)
+    assert argv[1:3] == ["--hostfile", "/etc/hosts.ds"] and "--num_nodes" in argv and "--master_addr" in argv
+    argv, env = launch_command(NLG_PROFILES["cpu"], cfg, None, "", cuda=False)
+    assert argv[1:3] == ["--num_gpus", "2"] and env["DS_ACCELERATOR"] == "cpu" and env["LOCAL_SIZE"] == "2"
+    import dataclasses
+
+    argv, _ = launch_command(dataclasses.replace(s, launcher="torchrun", nproc=8), cfg, None, "", cuda=True)
+    assert argv[1:4] == ["-m", "torch.distributed.run", "--nproc_per_node=8"]
+    argv, _ = launch_command(dataclasses.replace(s, launcher="python"), cfg, None, "", cuda=True)
+    assert argv[1:] == ["-m", "experiments.common.sft_trainer", "--config", str(cfg)]
