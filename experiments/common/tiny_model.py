@@ -16,6 +16,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from eval.generate_tiny import random_llama, train_bpe_tokenizer
+
 from .sft_data import PROMPT, gsm8k_as_metamath, mbpp_as_codefeedback
 
 BUILD_VERSION = 1   # bump when the recipe below changes, so cached copies are rebuilt
@@ -46,43 +48,11 @@ def _corpus(data_dir: Path) -> list[str]:
     return texts
 
 
-def train_tokenizer(data_dir: Path, vocab_size: int):
-    """Byte-level BPE (GPT-2 style pre-tokenisation) trained on the local SFT text; BOS ``<s>`` is
-    prepended to every sequence, EOS is ``</s>``, and there is no pad token (pad = EOS, SPEC §3.5)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(_corpus(data_dir), trainer=trainer)
-    bos = tok.token_to_id("<s>")
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", model_max_length=1024)
-
-
 def build_tiny_model(tokenizer, spec: TinyLlamaSpec):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=spec.hidden_size,
-        intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_hidden_layers,
-        num_attention_heads=spec.num_attention_heads,
-        num_key_value_heads=spec.num_key_value_heads,
-        head_dim=spec.head_dim,
-        max_position_embeddings=spec.max_position_embeddings,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
-        torch_dtype="float32",
-    )
-    torch.manual_seed(spec.seed)
-    return LlamaForCausalLM(config)
+    return random_llama(tokenizer, hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
+                        num_hidden_layers=spec.num_hidden_layers, num_attention_heads=spec.num_attention_heads,
+                        num_key_value_heads=spec.num_key_value_heads,
+                        max_position_embeddings=spec.max_position_embeddings, seed=spec.seed)
 
 
 def ensure_tiny_model(cache_dir: Path, data_dir: Path, spec: TinyLlamaSpec = TinyLlamaSpec()) -> Path:
@@ -94,7 +64,7 @@ def ensure_tiny_model(cache_dir: Path, data_dir: Path, spec: TinyLlamaSpec = Tin
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target.parent))
     try:
-        tokenizer = train_tokenizer(Path(data_dir), spec.vocab_size)
+        tokenizer = train_bpe_tokenizer(_corpus(Path(data_dir)), spec.vocab_size, spec.max_position_embeddings)
         model = build_tiny_model(tokenizer, spec)
         tokenizer.save_pretrained(tmp)
         model.save_pretrained(tmp)
