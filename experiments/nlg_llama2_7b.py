@@ -8,14 +8,18 @@ Protocol (SPEC §3.5, Table 10): MetaMathQA (395k) or CodeFeedback-Python (~100k
 the response, max length 512; AdamW lr 2e-5, cosine, no warmup, 1 epoch, global batch 64, bf16,
 DeepSpeed ZeRO-2; q/k/v/o/gate/up/down adapted; LoRA r36 a72, DoRA r36 a72, PiSSA r36 a36, MiSS r64
 (trainable 89.9M / 91.3M / 89.9M / 87.0M). Records go to results/nlg_llama2_7b/, model outputs to
-runs/nlg_llama2_7b/<run>/ (adapter/, lora/ for MiSS, merged/ for DoRA and PiSSA); the evaluation issue
-scores them on GSM8K, MATH, HumanEval and MBPP.
+runs/nlg_llama2_7b/<run>/ (adapter/, lora/ for MiSS, merged/ for DoRA and PiSSA). Then the eval stage
+(experiments/common/nlg_eval.py; --no-eval skips it) scores every trained run, math on GSM8K and MATH,
+code on HumanEval and MBPP (vLLM; LoRA and MiSS adapters share one engine per base model), into
+results/nlg_llama2_7b-eval/<run>.json.
 
 Expected (paper, Table 5): MiSS 48.16 GSM8K / 8.58 MATH / 23.63 HumanEval / 36.81 MBPP, ahead of PiSSA,
 DoRA and LoRA on average; Fig. 5: MiSS's loss falls faster than LoRA's per token and per second.
-The cpu profile shows only that the pipeline runs end to end and the loss falls (random tiny model).
+The cpu profile shows only that the pipeline runs end to end and the loss falls (random tiny model); its
+scores (8 prompts per task, 32 new tokens, vLLM's CPU build) are a pipeline check, ~0%.
 
-Runtime: cpu ~5 min (10 runs, 30 steps each, 2 processes); paper ~3-6 GPU-hours per math run on 8 A100s.
+Runtime: cpu ~5 min training (10 runs, 30 steps each, 2 processes) + ~2-3 min eval (7 engine loads);
+paper ~3-6 GPU-hours per math run on 8 A100s, plus generation on the 6319 math / 563 code test prompts.
 """
 
 from __future__ import annotations

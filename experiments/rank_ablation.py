@@ -6,7 +6,8 @@
 Protocol: ``nlg_llama2_7b.py``'s math run (SPEC §3.5, §3.8: MetaMathQA, Table 10 settings) with MiSS at
 each rank; trainable parameters 21.8M / 43.5M / 87.0M / 174.1M (printed 21.7/43.5/87.0/174.0M, i.e.
 truncated). The r64 run is the same configuration as nlg_llama2_7b's MiSS run; it is trained again here
-so that this table is self-contained. The evaluation issue scores GSM8K and MATH.
+so that this table is self-contained. The eval stage (``--no-eval`` skips it) scores GSM8K and MATH,
+all four MiSS adapters on one engine load (results/rank_ablation-eval/).
 
 Expected (paper): GSM8K 45.90 / 46.18 / 48.16 / 53.49 and MATH 3.77 / 7.43 / 8.58 / 10.08, rising with r.
 The cpu profile (tiny random Llama, one process, no DeepSpeed: the DeepSpeed path is nlg_llama2_7b's)
@@ -27,6 +28,7 @@ if __package__ in (None, ""):
 from experiments.common.config import override
 from experiments.common.model_presets import get_preset
 from experiments.common.runner import Context, Run, experiment_main
+from experiments.common.nlg_eval import EVAL_STAGE
 from experiments.common.sft_experiment import NLG_PROFILES, add_nlg_arguments, execute_sft, sft_run
 
 EXPERIMENT = "rank_ablation"
@@ -52,7 +54,8 @@ def plan(ctx: Context) -> list[Run]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return experiment_main(EXPERIMENT, __doc__, plan, execute_sft, argv=argv, add_arguments=add_nlg_arguments)
+    return experiment_main(EXPERIMENT, __doc__, plan, execute_sft, argv=argv, add_arguments=add_nlg_arguments,
+                           stage=EVAL_STAGE)
 
 
 if __name__ == "__main__":

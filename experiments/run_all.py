@@ -3,7 +3,9 @@
     python -m experiments.run_all --profile cpu [--force] [--only a,b]
 
 A failed experiment is reported and the next one runs; finished runs are skipped inside each script
-(``--force`` redoes them). Ends with a summary table and exits non-zero if anything failed.
+(``--force`` redoes them). The LLM scripts score their runs after training (generation + grading, their
+eval stage), so an experiment counts as done when its training and eval records have succeeded. Ends with
+a summary table and exits non-zero if anything failed.
 """
 
 from __future__ import annotations
@@ -27,28 +29,30 @@ def _child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{path}" if path else str(REPO_ROOT)}
 
 
-def _planned_runs(exp: Experiment, common: list[str]) -> list[str] | None:
+def _planned_runs(exp: Experiment, common: list[str]) -> list[tuple[str, str]] | None:
+    """(experiment, run) of every record the script would write: its runs, and e.g. their eval records."""
     out = subprocess.run([sys.executable, *exp.command, *common, "--plan"], cwd=REPO_ROOT,
                          capture_output=True, text=True, env=_child_env())
     if out.returncode != 0:
         return None
     try:
-        return [r["name"] for r in json.loads(out.stdout.strip().splitlines()[-1])]
-    except (ValueError, IndexError, KeyError, TypeError):
+        return [(r.get("experiment", exp.name), r["name"]) for r in json.loads(out.stdout.strip().splitlines()[-1])]
+    except (ValueError, IndexError, KeyError, TypeError, AttributeError):
         return None
 
 
 def run_experiment(exp: Experiment, profile: str, results_dir: Path, force: bool, extra: list[str]) -> dict:
     common = ["--profile", profile, "--results-dir", str(results_dir), *extra]
     planned = _planned_runs(exp, common)
-    if not force and planned and all(is_done(results_dir, exp.name, r) for r in planned):
-        return {"experiment": exp.name, "status": "skipped (done)", "runs": len(planned), "time_s": 0.0}
+    runs = sum(e == exp.name for e, _ in planned) if planned else None
+    if not force and planned and all(is_done(results_dir, e, r, profile) for e, r in planned):
+        return {"experiment": exp.name, "status": "skipped (done)", "runs": runs, "time_s": 0.0}
     t0 = time.perf_counter()
     print(f"\n=== {exp.name}: {exp.reproduces} ===", flush=True)
     rc = subprocess.run([sys.executable, *exp.command, *common, *(["--force"] if force else [])], cwd=REPO_ROOT,
                         env=_child_env()).returncode
     return {"experiment": exp.name, "status": "success" if rc == 0 else f"failed (exit {rc})",
-            "runs": len(planned) if planned else None, "time_s": round(time.perf_counter() - t0, 1)}
+            "runs": runs, "time_s": round(time.perf_counter() - t0, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:

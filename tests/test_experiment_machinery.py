@@ -94,6 +94,19 @@ def test_runner_isolates_failures_skips_done_and_forces(tmp_path):
     assert load_record(tmp_path / "toy" / "seed3.json")["metrics"]["value"] == 30
 
 
+def test_a_record_of_another_profile_is_not_done_and_is_kept(tmp_path):
+    calls: list[str] = []
+    main = _toy_experiment(tmp_path, calls)
+    assert main() == 0 and calls == ["seed1", "seed2", "seed3"]          # cpu, the default profile
+    calls.clear()
+    assert main("--profile", "small") == 0 and calls == ["seed1", "seed2", "seed3"]   # cpu records don't count
+    assert {r["profile"] for r in load_records(tmp_path, "toy")} == {"small"}
+    kept = load_record(tmp_path / "toy" / "other_profiles" / "cpu" / "seed1.json")
+    assert kept["profile"] == "cpu" and kept["status"] == "success"
+    calls.clear()
+    assert main("--profile", "small") == 0 and calls == []
+
+
 def test_config_helpers_reject_unknown_keys():
     from dataclasses import dataclass
 

@@ -90,7 +90,18 @@ def record_path(results_dir: Path, experiment: str, run: str) -> Path:
 
 
 def write_record(results_dir: Path, record: RunRecord) -> Path:
+    """Write ``record``; a successful record of the same run made at another profile is kept, moved to
+    ``<experiment>/other_profiles/<profile>/<run>.json`` (the tables read only the top level)."""
     path = record_path(results_dir, record.experiment, record.run)
+    if path.exists():
+        try:
+            old = load_record(path)
+        except ValueError:
+            old = None
+        if old and old["status"] == "success" and old.get("profile") not in (None, record.profile):
+            keep = path.parent / "other_profiles" / str(old["profile"]) / path.name
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, keep)
     write_json_atomic(path, asdict(record))
     return path
 
@@ -114,14 +125,17 @@ def load_records(results_dir: Path, experiment: str | None = None) -> list[dict[
     return [load_record(p) for p in sorted(root.glob(pattern)) if not p.name.startswith(".")]
 
 
-def is_done(results_dir: Path, experiment: str, run: str) -> bool:
+def is_done(results_dir: Path, experiment: str, run: str, profile: str | None = None) -> bool:
+    """A successful record of this run exists (made at ``profile``, when given: a cpu record of a run
+    does not stand for the paper-scale run of the same name)."""
     path = record_path(results_dir, experiment, run)
     if not path.exists():
         return False
     try:
-        return load_record(path)["status"] == "success"
+        rec = load_record(path)
     except ValueError:
         return False
+    return rec["status"] == "success" and (profile is None or rec.get("profile") == profile)
 
 
 def _git(*args: str) -> str | None:

@@ -45,6 +45,15 @@ PlanFn = Callable[[Context], list[Run]]
 ExecuteFn = Callable[[Run, RunRecord, Context], None]
 
 
+@dataclass(frozen=True)
+class Stage:
+    """A step after the runs, over the same runs (e.g. scoring trained models)."""
+
+    # the (experiment, run) records it will write, so --plan (and run_all's "done?" check) can list them
+    records: Callable[[Context, list[Run]], list[tuple[str, str]]]
+    run: Callable[[Context, list[Run]], int]        # does the step; returns how many of its records failed
+
+
 def build_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="cpu", choices=sorted(PROFILES), help="scale to run at (default: cpu)")
@@ -61,7 +70,8 @@ def build_parser(description: str) -> argparse.ArgumentParser:
 
 def experiment_main(experiment: str, description: str, plan: PlanFn, execute: ExecuteFn,
                     argv: list[str] | None = None,
-                    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
+                    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+                    stage: Stage | None = None) -> int:
     from .config import parse_overrides
 
     parser = build_parser(description)
@@ -81,7 +91,8 @@ def experiment_main(experiment: str, description: str, plan: PlanFn, execute: Ex
     if args.only:
         runs = [r for r in runs if fnmatch.fnmatch(r.name, args.only)]
     if args.plan:
-        print(json.dumps([{"name": r.name, "seed": r.seed} for r in runs]))
+        extra = [{"name": name, "experiment": exp} for exp, name in stage.records(ctx, runs)] if stage else []
+        print(json.dumps([{"name": r.name, "seed": r.seed} for r in runs] + extra))
         return 0
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
@@ -89,7 +100,7 @@ def experiment_main(experiment: str, description: str, plan: PlanFn, execute: Ex
 
     failed = skipped = 0
     for i, run in enumerate(runs, 1):
-        if not args.force and is_done(ctx.results_dir, experiment, run.name):
+        if not args.force and is_done(ctx.results_dir, experiment, run.name, ctx.profile.name):
             skipped += 1
             continue
         print(f"[{experiment}] run {i}/{len(runs)}: {run.name}", file=sys.stderr, flush=True)
@@ -99,4 +110,6 @@ def experiment_main(experiment: str, description: str, plan: PlanFn, execute: Ex
         failed += record.status == "failed"
     print(f"[{experiment}] {len(runs)} runs: {len(runs) - failed - skipped} ran, {skipped} already done, "
           f"{failed} failed", file=sys.stderr)
+    if stage is not None:
+        failed += stage.run(ctx, runs)
     return 1 if failed else 0

@@ -6,6 +6,8 @@ child process started by the ``deepspeed`` launcher (or ``torchrun``, or plain `
 process); the parent process reads the child's ``train_result.json`` into the run's result record.
 Outputs of a run (checkpoints, adapter, merged model, log) go to ``<runs-dir>/<experiment>/<run>/``;
 running the script again resumes an unfinished run from its last checkpoint (``--force`` starts over).
+After the runs, the evaluation stage (``nlg_eval``) generates with and grades every trained run, writing
+``results/<experiment>-eval/<run>.json`` (``--no-eval`` skips it).
 
 Profiles (``--set KEY=VALUE`` overrides any field of ``NLGSettings``):
 
@@ -37,6 +39,7 @@ from typing import Any
 
 from .config import from_dict, override
 from .model_presets import ModelPreset, get_preset, trainable_params
+from .nlg_eval import EVAL_STAGE, add_eval_arguments
 from .records import REPO_ROOT, RunRecord
 from .runner import Context, Run, experiment_main
 from .sft_trainer import RESULT_FILE, SFTConfig, gradient_accumulation
@@ -102,6 +105,7 @@ def add_nlg_arguments(p: argparse.ArgumentParser) -> None:
                    help="DeepSpeed hostfile ('host slots=N' per line) for a multi-node run; passed to the launcher")
     p.add_argument("--launcher-args", default="",
                    help="extra arguments for the launcher, e.g. \"--num_nodes 2 --master_addr node1\"")
+    add_eval_arguments(p)
 
 
 def _csv(value: str | None, cast=str) -> tuple | None:
@@ -244,4 +248,4 @@ def fill_record(record: RunRecord, result: dict[str, Any], run_config: dict[str,
 def nlg_main(experiment: str, preset_name: str, description: str, argv: list[str] | None = None) -> int:
     preset = get_preset(preset_name)
     return experiment_main(experiment, description, lambda ctx: nlg_plan(ctx, preset), execute_sft,
-                           argv=argv, add_arguments=add_nlg_arguments)
+                           argv=argv, add_arguments=add_nlg_arguments, stage=EVAL_STAGE)
