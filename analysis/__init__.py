@@ -11,7 +11,7 @@ numbers are typed in once in ``paper_values``. A new group is one module plus on
 import importlib
 
 # Builder modules, in the order their sections appear in paper_tables/README.md.
-BUILDER_MODULES = ("no_free_lunch", "efficiency", "figure2", "complexity", "fig1", "nlg", "nlg_eval", "trainer_bench", "pareto")
+BUILDER_MODULES = ("no_free_lunch", "efficiency", "figure2", "complexity", "fig1", "nlg", "nlg_eval", "trainer_bench", "pareto", "glue", "vtab")
 
 for _name in BUILDER_MODULES:
     importlib.import_module(f"{__name__}.{_name}")

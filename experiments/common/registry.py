@@ -32,6 +32,9 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("nlg_llama2_13b", ("experiments/nlg_llama2_13b.py",), "Table 5 (Llama2-13B)", ("small", "paper")),
     Experiment("nlg_rwkv6", ("experiments/nlg_rwkv6.py",), "Table 5 (RWKV6-7B)", ("small", "paper")),
     Experiment("nlg_rwkv7", ("experiments/nlg_rwkv7.py",), "Table 9 (RWKV7-3B)", ("small", "paper")),
+    Experiment("glue", ("experiments/glue.py",),
+               "Table 4: GLUE (RoBERTa-base; cpu: the real MiniLM-L6 encoder at a reduced budget)"),
+    Experiment("vtab", ("experiments/vtab.py",), "Table 6: VTAB-1K with ViT-B/16 (cpu: a pipeline check)"),
     Experiment("pareto", ("experiments/pareto.py",),
                "Table 8 and Fig. 4: PEFT MetaMathQA benchmark, Pareto fronts (cpu: tiny model, every PEFT method)"),
 )
