@@ -79,8 +79,11 @@ def readme(sections: list[Section], index: list[tuple[str, str, str, str]], erro
     experiments = sorted({e for s in sections for e in s.experiments})
     span = results.span_s(*experiments)
     if span:
-        lines.append(f"- All of the above: {span[2]:.0f} s of wall time on this machine, from the first run's start to "
-                     f"the last run's end ({span[0]} → {span[1]}).")
+        # The records may come from several sessions (resumed runs), so the span alone can overstate the cost.
+        runs_total = sum(r.get("wall_time_s") or 0 for e in experiments for r in results.records(e))
+        lines.append(f"- All of the above: the runs themselves took {runs_total:.0f} s; their records span "
+                     f"{span[2]:.0f} s of wall clock ({span[0]} → {span[1]}), which includes any pauses between "
+                     "sessions.")
     lines += run_all_summaries(results_dir)
     failed = {e: runs for e, runs in results.failed.items() if runs}
     for experiment, runs in failed.items():
