@@ -55,6 +55,9 @@ def test_config_validation(tmp_path):
         SFTConfig(model="m", method="nope", r=4, output_dir=str(tmp_path), data_source="x")
     with pytest.raises(ValueError, match="needs a positive integer rank"):
         SFTConfig(model="m", method="lora", output_dir=str(tmp_path), data_source="x")
+    # refused before any model is loaded or step is trained, not when the adapter is saved at the end
+    with pytest.raises(ValueError, match="deepspeed: vera cannot train with ZeRO-3"):
+        run_sft(SFTConfig(model="m", method="vera", r=4, output_dir=str(tmp_path), data_source="x", deepspeed="zero3"))
 
 
 def test_resumed_run_ends_with_identical_adapter(tiny, data_dir, tmp_path):

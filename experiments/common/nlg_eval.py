@@ -44,7 +44,7 @@ from typing import Any
 
 from .config import override, parse_overrides
 from .nlg_eval_worker import status_path
-from .records import REPO_ROOT, RunTracker, load_record, record_path, write_json_atomic
+from .records import REPO_ROOT, RunTracker, load_record, record_path, successful_record, write_json_atomic
 from .runner import Context, Run, Stage
 
 EVAL_TASKS = {"math": ("gsm8k", "math"), "code": ("humaneval", "mbpp")}   # training task -> benchmarks
@@ -214,14 +214,8 @@ def samples_complete(meta: dict[str, Any] | None, tasks: tuple[str, ...]) -> boo
 
 
 def is_scored(results_dir: Path, experiment: str, item: EvalItem) -> bool:
-    path = record_path(results_dir, eval_experiment(experiment), item.label)
-    if not path.exists():
-        return False
-    try:
-        rec = load_record(path)
-    except ValueError:
-        return False
-    return rec["status"] == "success" and rec.get("config", {}).get("fingerprint") == item.fingerprint
+    rec = successful_record(results_dir, eval_experiment(experiment), item.label)
+    return rec is not None and rec.get("config", {}).get("fingerprint") == item.fingerprint
 
 
 # ---------------------------------------------------------------------------------------------- the worker

@@ -125,17 +125,23 @@ def load_records(results_dir: Path, experiment: str | None = None) -> list[dict[
     return [load_record(p) for p in sorted(root.glob(pattern)) if not p.name.startswith(".")]
 
 
-def is_done(results_dir: Path, experiment: str, run: str, profile: str | None = None) -> bool:
-    """A successful record of this run exists (made at ``profile``, when given: a cpu record of a run
-    does not stand for the paper-scale run of the same name)."""
+def successful_record(results_dir: Path, experiment: str, run: str) -> dict[str, Any] | None:
+    """The run's record if it exists, is readable and succeeded; else None (the run is to be redone)."""
     path = record_path(results_dir, experiment, run)
     if not path.exists():
-        return False
+        return None
     try:
         rec = load_record(path)
     except ValueError:
-        return False
-    return rec["status"] == "success" and (profile is None or rec.get("profile") == profile)
+        return None
+    return rec if rec["status"] == "success" else None
+
+
+def is_done(results_dir: Path, experiment: str, run: str, profile: str | None = None) -> bool:
+    """A successful record of this run exists (made at ``profile``, when given: a cpu record of a run
+    does not stand for the paper-scale run of the same name)."""
+    rec = successful_record(results_dir, experiment, run)
+    return rec is not None and (profile is None or rec.get("profile") == profile)
 
 
 def _git(*args: str) -> str | None:

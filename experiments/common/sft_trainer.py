@@ -251,9 +251,11 @@ def run_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     dtype = torch_dtype(cfg.dtype, cuda)
     ds_cfg = deepspeed_config(cfg.deepspeed)
+    # Checked before training, not at save time: PiSSA's SVD and DoRA's norms read the full frozen weights,
+    # and our own adapter layers save from rank 0 unsharded; ZeRO-3 partitions both.
     if zero_stage(ds_cfg) == 3 and cfg.method not in ("lora", "miss", "full"):
-        raise ValueError(f"{cfg.method} with ZeRO-3: its initialisation reads the full frozen weights (PiSSA's SVD, "
-                         "DoRA's norms), which ZeRO-3 partitions; use deepspeed=zero2")
+        raise ValueError(f"deepspeed: {cfg.method} cannot train with ZeRO-3 (its initialisation or its adapter "
+                         "saving needs unpartitioned weights); use deepspeed=zero2, the adapter is small")
     out = Path(cfg.output_dir)
     ckpt_dir = out / "checkpoints"
     seed_everything(cfg.seed, deterministic=not cuda)
@@ -426,7 +428,7 @@ def save_outputs(trainer, cfg: SFTConfig, tokenizer, stage: int) -> dict[str, st
         _barrier()
         return artifacts
     if trainer.is_world_process_zero():
-        artifacts.update(_save_own_adapter(model, cfg, out, stage))
+        artifacts.update(_save_own_adapter(model, cfg, out))
     _barrier()
     return artifacts
 
@@ -464,11 +466,10 @@ def load_trained_peft(base: str, adapter_dir: Path, dtype, trust_remote_code: bo
     return peft.PeftModel.from_pretrained(model, str(adapter_dir))
 
 
-def _save_own_adapter(model, cfg: SFTConfig, out: Path, stage: int) -> dict[str, str]:
+def _save_own_adapter(model, cfg: SFTConfig, out: Path) -> dict[str, str]:
+    """Our adapter layers' tensors from rank 0 (``run_sft`` refuses ZeRO-3 for these methods up front)."""
     from adapters import save_adapter
 
-    if stage == 3:
-        raise NotImplementedError("ZeRO-3 with an adapters-package method: use zero2 (the adapter is small)")
     (out / "adapter").mkdir(parents=True, exist_ok=True)
     save_adapter(model, str(out / "adapter" / "adapter.safetensors"))
     meta = {"method": cfg.method, "target_modules": list(cfg.target_modules),
