@@ -41,7 +41,7 @@ Profiles:
 
 Expected (paper Table 4): all three within ~0.5 point of each other except CoLA, where MiSS leads
 (72.86 vs 67.28 PiSSA vs 62.40 LoRA). Runtime, cpu (45 runs, one process, torch's default threads):
-10 min 56 s on an idle 2-core machine. small: estimated ~30 GPU-hours (MNLI and QNLI dominate); paper: 3x that.
+10 min 56 s on an idle 2-core machine. small (estimated, not run here) ~30 GPU-hours (MNLI and QNLI dominate); paper: 3x that.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ the paper's explanation of its faster early convergence. The cpu profile (tiny r
 8-64 because its layers are 64-128 wide: 1/32 of Llama2-7B's, as 8-64 is of 256-2048; 4 batches of 4)
 only exercises the measurement: a random model's gradients say nothing about the paper's claim.
 
-Runtime: cpu ~1 min (26 runs); paper ~1 GPU-hour (52 model loads of 4-7B, one 80 GB GPU).
+Runtime: cpu ~1 min (26 runs); paper (estimated, not run here) ~1 GPU-hour (52 model loads of 4-7B, one 80 GB GPU).
 """
 
 from __future__ import annotations

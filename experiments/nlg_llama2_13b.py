@@ -9,7 +9,7 @@ LoRA/DoRA r64 a128, PiSSA r64 a64, MiSS r128. Trainable: LoRA/PiSSA 250M, DoRA 2
 
 Expected (paper): MiSS 68.64 GSM8K / 15.74 MATH / 38.15 HumanEval / 47.91 MBPP, best average (42.11).
 Profiles: small trains TinyLlama on 20k rows; cpu trains the tiny random Llama.
-Runtime: paper ~6-12 GPU-hours per math run on 8 A100s.
+Runtime (estimated, not run: no GPU here): paper ~6-12 GPU-hours per math run on 8 A100s.
 """
 
 from __future__ import annotations

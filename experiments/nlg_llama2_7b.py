@@ -18,8 +18,8 @@ DoRA and LoRA on average; Fig. 5: MiSS's loss falls faster than LoRA's per token
 The cpu profile shows only that the pipeline runs end to end and the loss falls (random tiny model); its
 scores (8 prompts per task, 32 new tokens, vLLM's CPU build) are a pipeline check, ~0%.
 
-Runtime: cpu ~5 min training (10 runs, 30 steps each, 2 processes) + ~2-3 min eval (7 engine loads);
-paper ~3-6 GPU-hours per math run on 8 A100s, plus generation on the 6319 math / 563 code test prompts.
+Runtime: cpu 274-330 s for training (10 runs, 30 steps each, 2 processes) and vLLM scoring together, measured
+by `run_all --profile cpu` on an idle 2-core machine; paper (estimated, not run: no GPU here) ~3-6 GPU-hours per math run on 8 A100s, plus generation on the 6319 math / 563 code test prompts.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ prints 87.0M, the Llama2-7B number; see experiments/common/model_presets.py).
 Expected (paper): MiSS 68.92 GSM8K / 18.85 MATH / 42.07 HumanEval / 61.33 MBPP, best average (47.79).
 Profiles: small trains TinyLlama (no ~1B Mistral exists) on 20k rows; cpu trains the tiny random Llama
 (the same runs as nlg_llama2_7b, so run_all leaves it to that script).
-Runtime: paper ~3-6 GPU-hours per math run on 8 A100s; small ~1 GPU-hour per run.
+Runtime (estimated, not run: no GPU here): paper ~3-6 GPU-hours per math run on 8 A100s; small ~1 GPU-hour per run.
 """
 
 from __future__ import annotations

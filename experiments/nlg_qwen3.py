@@ -7,7 +7,7 @@ post-trained). Trainable: LoRA/PiSSA r36 74.3M, DoRA 75.4M, MiSS r64 70.8M (the 
 
 Expected (paper): MiSS 85.52 GSM8K / 34.82 MATH (the highest Math score of the table) / 74.48 HumanEval /
 78.05 MBPP, best average (68.22). Profiles: small trains Qwen/Qwen3-0.6B-Base on 20k rows.
-Runtime: paper ~2-4 GPU-hours per math run on 8 A100s.
+Runtime (estimated, not run: no GPU here): paper ~2-4 GPU-hours per math run on 8 A100s.
 """
 
 from __future__ import annotations

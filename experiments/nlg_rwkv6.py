@@ -10,7 +10,7 @@ v0.6.0: the models build on CPU but the forward pass fails with "0 active driver
 profile for this script.
 
 Expected (paper): GSM8K LoRA 38.13 < PiSSA 40.48 < MiSS 41.73; MATH 6.06 / 6.12 / 6.52.
-Runtime: paper ~3-6 GPU-hours per run on 8 A100s; small (fla-hub/rwkv6-1.6B-finch, 20k rows) ~1 GPU-hour.
+Runtime (estimated, not run: no GPU here): paper ~3-6 GPU-hours per run on 8 A100s; small (fla-hub/rwkv6-1.6B-finch, 20k rows) ~1 GPU-hour.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ GSM8K alone). Adapted: r/k/v/o projections, channel-mix key/value. Ranks are not
 is r32. Needs flash-linear-attention and a GPU (Triton-only kernels): no cpu profile.
 
 Expected (paper): GSM8K base 44.35, LoRA 55.64, PiSSA 57.16, MiSS 58.22.
-Runtime: paper ~2-3 GPU-hours per run on 8 A100s; small (fla-hub/rwkv7-0.4B-world, 20k rows) ~0.5 GPU-hour.
+Runtime (estimated, not run: no GPU here): paper ~2-3 GPU-hours per run on 8 A100s; small (fla-hub/rwkv7-0.4B-world, 20k rows) ~0.5 GPU-hour.
 """
 
 from __future__ import annotations

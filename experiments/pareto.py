@@ -35,8 +35,8 @@ prompt tuning, IA3, OFT, BOFT, VeRA, FourierFT and the rest of this list.
 
 Expected (paper, Table 8): MiSS 0.508 test accuracy in 1867 s total / 1664 s train with 20.25 GB max
 reserved, LoRA 0.482 in 1993 s / 1796 s with 22.27 GB; MiSS lies on both Pareto fronts.
-Runtime: cpu 7.7 min on 2 quiet cores, 10 min with the cores shared (27 methods + the side-by-side run,
-analysis included); paper ~30-45 min per method on one A100/H100 (BOFT ~3 h), going by Table 8's times.
+Runtime: cpu 167 s on 2 idle cores in `bash run_all.sh` on a fresh clone (27 methods + the side-by-side run),
+10 min with the cores shared by other jobs; paper (estimated, not run: no GPU here) ~30-45 min per method on one A100/H100 (BOFT ~3 h), going by Table 8's times.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Expected (paper): GSM8K 45.90 / 46.18 / 48.16 / 53.49 and MATH 3.77 / 7.43 / 8.5
 The cpu profile (tiny random Llama, one process, no DeepSpeed: the DeepSpeed path is nlg_llama2_7b's)
 only shows that every rank trains and how the loss and step time move with r.
 
-Runtime: cpu ~1.5 min (4 runs of 30 steps); paper ~3-6 GPU-hours per run on 8 A100s.
+Runtime: cpu ~1.5 min (4 runs of 30 steps); paper (estimated, not run here) ~3-6 GPU-hours per run on 8 A100s.
 """
 
 from __future__ import annotations

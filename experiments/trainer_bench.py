@@ -14,7 +14,7 @@ Two comparisons on the same model, data, batch and steps, one process, no DeepSp
 
 Each measurement runs in its own process (a clean memory peak), variants interleaved and repeated
 ``reps`` times so that load on a shared machine hits all of them alike; ``python -m analysis`` reports
-medians and ratios. Runtime: cpu ~2 min; small ~5 min on one GPU.
+medians and ratios. Runtime: cpu ~2 min; small (estimated, not run here) ~5 min on one GPU.
 """
 
 from __future__ import annotations
