@@ -2,7 +2,7 @@
 parameters for every adapter (§3.2; protocol in SPEC §3.2), plus the peak memory of a training step.
 
     python experiments/efficiency.py --profile cpu
-    python experiments/efficiency.py --only '64x64-*' --set methods=lora,miss,pissa
+    python experiments/efficiency.py --runs '64x64-*' --set methods=lora,miss,pissa
 
 Protocol (the authors' released one): on the §3.1 model (``fc1: Linear(64, 64) -> ReLU -> fc2``, adapter on
 ``fc1``) each method runs at ranks 1, 2, 4, ..., 64 (MiSS-expand: that many output shards; MoRA: that

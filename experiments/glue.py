@@ -2,7 +2,7 @@
 protocol in SPEC §3.4). Does MiSS match LoRA and PiSSA at the same trainable share, and lead on CoLA?
 
     python experiments/glue.py --profile cpu                       # real MiniLM, local GLUE TSVs, 45 runs
-    python experiments/glue.py --profile small --only 'cola-*'     # RoBERTa-base, full data, 1 seed
+    python experiments/glue.py --profile small --runs 'cola-*'     # RoBERTa-base, full data, 1 seed
     python experiments/glue.py --set tasks=sst2,mrpc --set max_train=256 --set epochs=1
 
 Protocol (the paper's, "aligned with the LoRA repository", microsoft/LoRA ``examples/NLU``): adapters on the

@@ -34,7 +34,7 @@ if __package__ in (None, ""):
 
 from experiments.common.config import override
 from experiments.common.model_presets import get_preset
-from experiments.common.records import REPO_ROOT, RunRecord
+from experiments.common.records import RunRecord
 from experiments.common.runner import Context, Run, experiment_main
 from experiments.common.sft_experiment import TASK_DATA
 
@@ -70,8 +70,6 @@ PROFILES = {
 def add_arguments(p) -> None:
     p.add_argument("--task", default=None, help="math, code or both comma-separated")
     p.add_argument("--method", default=None, help="comma-separated methods (full, lora, pissa, miss)")
-    p.add_argument("--runs-dir", type=Path, default=Path(os.environ.get("MISS_RUNS_DIR", REPO_ROOT / "runs")),
-                   help="where the cpu profile's tiny model is cached")
 
 
 def plan(ctx: Context) -> list[Run]:
@@ -122,7 +120,7 @@ def execute(run: Run, record: RunRecord, ctx: Context) -> None:
         model_path = str(ensure_tiny_model(Path(ctx.args.runs_dir) / "_cache", ctx.data_dir))
     else:
         model_path = {"small": preset.small_model, "paper": preset.hub_id}.get(s.model, s.model)
-    record.config["model_path"] = model_path
+    record.runtime["model"] = model_path
     seed_everything(s.seed, deterministic=not cuda)
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)

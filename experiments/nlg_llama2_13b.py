@@ -22,5 +22,10 @@ if __package__ in (None, ""):
 
 from experiments.common.sft_experiment import nlg_main
 
+
+def main(argv: list[str] | None = None) -> int:
+    return nlg_main("nlg_llama2_13b", "llama2-13b", __doc__, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(nlg_main("nlg_llama2_13b", "llama2-13b", __doc__))
+    sys.exit(main())

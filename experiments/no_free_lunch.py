@@ -2,7 +2,7 @@
 Table 12; protocol in SPEC §3.1). How close does each adapter, at the paper's rank, get to full fine-tuning?
 
     python experiments/no_free_lunch.py --profile cpu                 # seed 43 + 4 more, both protocols
-    python experiments/no_free_lunch.py --seeds 9 --only 'corrected-*'
+    python experiments/no_free_lunch.py --seeds 9 --runs 'corrected-*'
     python experiments/no_free_lunch.py --set adapt_steps=300 --set methods=full,lora,miss
 
 Protocol (the paper's, at the paper's own scale in every profile): seed 43; ``x ~ U[-1, 1]^{n x 64}``;

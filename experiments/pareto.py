@@ -2,7 +2,7 @@
 
     python experiments/pareto.py --profile cpu
     python experiments/pareto.py --profile cpu --method miss,lora --set max_steps=20
-    python experiments/pareto.py --profile paper --only 'miss*'
+    python experiments/pareto.py --profile paper --runs 'miss*'
 
 What it reproduces: Hugging Face PEFT's ``method_comparison/MetaMathQA`` benchmark, which the paper ran for
 Table 8 (every PEFT method on Llama-3.2-3B, 5000 steps on MetaMathQA, GSM8K test accuracy against time and
@@ -61,7 +61,6 @@ from experiments.common.runner import Context, Run, experiment_main
 
 EXPERIMENT = "pareto"
 CONFIG_DIR = REPO_ROOT / "experiments" / "configs" / "pareto"
-DEFAULT_RUNS_DIR = REPO_ROOT / "runs"
 SIDE_BY_SIDE = "side_by_side"
 
 PROFILES: dict[str, BenchSettings] = {
@@ -82,8 +81,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated method names, side_by_side included (default: every config file and it)")
     p.add_argument("--configs-dir", type=Path, default=CONFIG_DIR,
                    help="directory of method configs <name>.json (default: experiments/configs/pareto)")
-    p.add_argument("--runs-dir", type=Path, default=Path(os.environ.get("MISS_RUNS_DIR", DEFAULT_RUNS_DIR)),
-                   help="per-method outputs (test samples, logs) go here (default: runs/ or $MISS_RUNS_DIR)")
 
 
 def settings_for(ctx: Context) -> BenchSettings:
@@ -154,7 +151,7 @@ def execute(run: Run, record: RunRecord, ctx: Context) -> None:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     model = resolve_model(run.config["settings"], ctx)
-    record.config["model_path"] = model
+    record.runtime["model"] = model
     job = {"kind": run.config["method"] if run.name == SIDE_BY_SIDE else "method", "out_dir": str(out),
            "model": model, "data_dir": str(ctx.data_dir) if ctx.data_dir else None, **run.config}
     job_path = out / "job.json"

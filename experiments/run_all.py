@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from experiments.common.profiles import PROFILES
-from experiments.common.records import DEFAULT_RESULTS_DIR, REPO_ROOT, is_done, write_json_atomic
+from experiments.common.records import DEFAULT_RESULTS_DIR, REPO_ROOT, is_done, now_iso, write_json_atomic
 from experiments.common.registry import EXPERIMENTS, Experiment
 
 
@@ -29,14 +29,16 @@ def _child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{path}" if path else str(REPO_ROOT)}
 
 
-def _planned_runs(exp: Experiment, common: list[str]) -> list[tuple[str, str]] | None:
-    """(experiment, run) of every record the script would write: its runs, and e.g. their eval records."""
+def _planned_runs(exp: Experiment, common: list[str]) -> list[dict] | None:
+    """Every record the script would write (its runs with their config hash, and e.g. their eval records)."""
     out = subprocess.run([sys.executable, *exp.command, *common, "--plan"], cwd=REPO_ROOT,
                          capture_output=True, text=True, env=_child_env())
     if out.returncode != 0:
         return None
     try:
-        return [(r.get("experiment", exp.name), r["name"]) for r in json.loads(out.stdout.strip().splitlines()[-1])]
+        rows = json.loads(out.stdout.strip().splitlines()[-1])
+        return [{"experiment": r.get("experiment", exp.name), "name": r["name"], "config_hash": r.get("config_hash")}
+                for r in rows]
     except (ValueError, IndexError, KeyError, TypeError, AttributeError):
         return None
 
@@ -44,9 +46,10 @@ def _planned_runs(exp: Experiment, common: list[str]) -> list[tuple[str, str]] |
 def run_experiment(exp: Experiment, profile: str, results_dir: Path, force: bool, extra: list[str]) -> dict:
     common = ["--profile", profile, "--results-dir", str(results_dir), *extra]
     planned = _planned_runs(exp, common)
-    runs = sum(e == exp.name for e, _ in planned) if planned else None
-    if not force and planned and all(is_done(results_dir, e, r, profile) for e, r in planned):
-        return {"experiment": exp.name, "status": "skipped (done)", "runs": runs, "time_s": 0.0}
+    runs = sum(r["experiment"] == exp.name for r in planned) if planned else None
+    if not force and planned and all(is_done(results_dir, r["experiment"], profile, r["name"], r["config_hash"])
+                                     for r in planned):
+        return {"experiment": exp.name, "status": "success (done earlier)", "runs": runs, "time_s": 0.0}
     t0 = time.perf_counter()
     print(f"\n=== {exp.name}: {exp.reproduces} ===", flush=True)
     rc = subprocess.run([sys.executable, *exp.command, *common, *(["--force"] if force else [])], cwd=REPO_ROOT,
@@ -57,10 +60,14 @@ def run_experiment(exp: Experiment, profile: str, results_dir: Path, force: bool
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
-    p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
-    p.add_argument("--force", action="store_true", help="redo runs that already have a successful record")
-    p.add_argument("--only", default=None, help="comma-separated experiment names")
+    p.add_argument("--profile", default="cpu", choices=sorted(PROFILES), help="scale to run at (default: cpu)")
+    p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR,
+                   help="where records go (default: results/); the analysis reads the same folder")
+    p.add_argument("--force", action="store_true",
+                   help="redo runs that already have a successful record (and runs whose config changed)")
+    p.add_argument("--only", default=None, metavar="EXPERIMENT[,EXPERIMENT]",
+                   help="run only these experiments (names as in experiments/common/registry.py); to select runs "
+                        "inside one experiment, run its script with --runs GLOB")
     p.add_argument("--data-dir", type=Path, default=None, help="passed to every experiment")
     p.add_argument("--no-analysis", action="store_true", help="skip `python -m analysis` at the end")
     args = p.parse_args(argv)
@@ -80,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def write_summary() -> float:
         total = round(time.perf_counter() - t0, 1)
-        write_json_atomic(summary_path, {"profile": args.profile, "total_time_s": total, "experiments": rows})
+        write_json_atomic(summary_path, {"profile": args.profile, "written_at": now_iso(), "total_time_s": total,
+                                         "experiments": rows})
         return total
 
     # The summary is written before the analysis too, so the tables' README reports this run, not the last one.

@@ -60,8 +60,6 @@ PROFILES = {
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--runs-dir", type=Path, default=Path(os.environ.get("MISS_RUNS_DIR", REPO_ROOT / "runs")),
-                   help="where the cpu profile's tiny model is cached")
     p.add_argument("--worker", type=Path, default=None, help="internal: measure one variant described by this JSON")
 
 
@@ -90,7 +88,7 @@ def execute(run: Run, record: RunRecord, ctx: Context) -> None:
     if out.returncode != 0:
         raise RuntimeError(f"benchmark worker failed:\n{out.stderr[-3000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    record.config["model_path"] = model
+    record.runtime["model"] = model
     record.metrics.update(result)
     record.trainable_params = result["trainable_params"]
 

@@ -3,7 +3,7 @@
 
     python experiments/vtab.py --profile cpu                        # pipeline check: tiny random ViT, generated images
     python experiments/vtab.py --profile small --data-dir /data     # ViT-B/16 on <data-dir>/vtab-1k, 1 seed
-    python experiments/vtab.py --profile small --only 'eurosat-*' --set epochs=20
+    python experiments/vtab.py --profile small --runs 'eurosat-*' --set epochs=20
 
 The paper ran nothing here: it copied Table 6 from SliceFine (Kowsher et al., 2025), so a run is new evidence.
 

@@ -147,7 +147,7 @@ def test_vllm_gsm8k_end_to_end_into_a_result_record(vllm_out, data_dir, tmp_path
         record.metrics = {f"gsm8k_{rule}": acc for rule, acc in task["accuracy"].items()}
         record.metrics.update(n=task["n"], complete=task["complete"], task_versions=task["task_versions"],
                               output_tokens_per_s=meta["sessions"][-1]["output_tokens_per_s"])
-    saved = load_record(record_path(tmp_path / "results", "eval_smoke", "tiny-gsm8k-vllm"))
+    saved = load_record(record_path(tmp_path / "results", "eval_smoke", "cpu", "tiny-gsm8k-vllm"))
     assert saved["status"] == "success", saved.get("error")
     assert saved["metrics"]["n"] == N_PROMPTS and saved["metrics"]["complete"] is False  # --limit: 4 of 1319
     assert 0.0 <= saved["metrics"]["gsm8k_pissa"] <= 1.0 and "gsm8k_flexible" in saved["metrics"]

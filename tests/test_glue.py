@@ -120,7 +120,7 @@ def test_seeds_differ_and_repeat(tmp_path, data_dir):
             "--set", "max_train=48", "--set", "max_eval=32", "--set", "epochs=1", "--set", "max_seq_length=32"]
     glue.main([*tiny, "--results-dir", str(tmp_path / "a"), "--set", "seeds=0,1"])
     glue.main([*tiny, "--results-dir", str(tmp_path / "b"), "--set", "seeds=0"])
-    load = lambda d, s: json.loads((tmp_path / d / "glue" / f"sst2-miss-s{s}.json").read_text())  # noqa: E731
+    load = lambda d, s: json.loads((tmp_path / d / "glue" / "cpu" / f"sst2-miss-s{s}.json").read_text())  # noqa: E731
     a0, a1, b0 = load("a", 0), load("a", 1), load("b", 0)
     assert a0["curves"]["train_loss"] == b0["curves"]["train_loss"] and a0["metrics"]["final"] == b0["metrics"]["final"]
     assert a0["curves"]["train_loss"] != a1["curves"]["train_loss"]

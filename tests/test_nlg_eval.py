@@ -59,7 +59,7 @@ def test_adapters_of_one_base_share_an_engine_merged_models_do_not(tmp_path):
     items = []
     for name, task, method, arts in specs:
         run = _training(tmp_path, name, task, method, "/base", arts)
-        items.append(make_item(run, load_record(tmp_path / EXP / f"{name}.json"), settings, None))
+        items.append(make_item(run, load_record(tmp_path / EXP / "cpu" / f"{name}.json"), settings))
     jobs = plan_jobs(items, settings, tmp_path / "out", None)
     by_labels = {tuple(j["labels"]): j for j in jobs}
     assert set(by_labels) == {("math-lora-s42", "math-miss-s42"), ("code-miss-s42",), ("math-dora-s42",),
@@ -73,7 +73,7 @@ def test_adapters_of_one_base_share_an_engine_merged_models_do_not(tmp_path):
 
     vera = _training(tmp_path, "math-vera-s42", "math", "vera", "/base", {"adapter": "/a/vera"})
     with pytest.raises(EvalError, match="vera.*adapter"):
-        make_item(vera, load_record(tmp_path / EXP / "math-vera-s42.json"), settings, None)
+        make_item(vera, load_record(tmp_path / EXP / "cpu" / "math-vera-s42.json"), settings)
 
 
 # ---------------------------------------------------------------------------------------------- the stage
@@ -115,7 +115,7 @@ def _stage(tmp_path, data_dir, tiny_runs, broken_miss: bool):
 
 
 def _eval_record(tmp_path, run):
-    return load_record(tmp_path / "results" / eval_experiment(EXP) / f"{run}.json")
+    return load_record(tmp_path / "results" / eval_experiment(EXP) / "cpu" / f"{run}.json")
 
 
 def test_failed_eval_is_recorded_others_scored_and_resume_redoes_only_what_is_missing(tmp_path, data_dir, tiny_runs,
@@ -169,7 +169,7 @@ def test_failed_eval_is_recorded_others_scored_and_resume_redoes_only_what_is_mi
     launched.clear()
     assert run_eval_stage(ctx, runs) == 0 and launched == []
     scores = lora["metrics"]["scores"]
-    (tmp_path / "results" / eval_experiment(EXP) / "math-lora-s42.json").unlink()
+    (tmp_path / "results" / eval_experiment(EXP) / "cpu" / "math-lora-s42.json").unlink()
     assert run_eval_stage(ctx, runs) == 0 and launched == []
     assert _eval_record(tmp_path, "math-lora-s42")["metrics"]["scores"] == scores
 
@@ -265,7 +265,7 @@ def test_cpu_profile_trains_scores_with_vllm_and_fills_table5(tmp_path, data_dir
                           text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
-    rec = load_record(tmp_path / "results" / "nlg_llama2_7b-eval" / "math-miss-s42.json")
+    rec = load_record(tmp_path / "results" / "nlg_llama2_7b-eval" / "cpu" / "math-miss-s42.json")
     m = rec["metrics"]
     assert rec["status"] == "success" and rec["config"]["served_as"] == "adapter"
     assert rec["config"]["adapter"].endswith("math-miss-s42/lora")           # MiSS through its exact LoRA export

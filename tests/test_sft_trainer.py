@@ -118,18 +118,24 @@ def test_saved_outputs_reproduce_the_trained_model(tiny, data_dir, tmp_path, met
 @pytest.mark.slow
 def test_deepspeed_two_processes_resume_and_record(tiny, data_dir, tmp_path):
     """The cpu profile's real path: the script launches 2 processes with DeepSpeed ZeRO-2 (gloo). A run
-    killed after its step-2 checkpoint resumes and ends where one uninterrupted process ends (the same
-    losses and adapter up to float summation order: the global-batch loss and gradient are the same)."""
+    killed after its step-2 checkpoint resumes and ends where one uninterrupted process ends.
+
+    What is determined: the global-batch loss and gradient are the same in both, up to float summation
+    order (which differs between machines and world sizes). The losses therefore agree to 1e-5. The
+    adapters agree only as a whole: Adam divides each update by the root of that element's squared
+    gradients, so an element whose gradient is ~0 can move by up to ~lr per step in either run on
+    summation noise alone (seen: one element of 22,528 off by 2.3e-5). So each element is held to the
+    Adam bound (2 x lr x steps) and the whole adapter difference to 1e-3 of the update it made."""
     def script(fail_after: int | None = None) -> subprocess.CompletedProcess:
         env = {**os.environ, "MISS_DATA_DIR": str(data_dir)}
         if fail_after:
             env["MISS_SFT_FAIL_AFTER_STEP"] = str(fail_after)
-        argv = [sys.executable, "experiments/nlg_llama2_7b.py", "--profile", "cpu", "--only", "math-miss-s42",
+        argv = [sys.executable, "experiments/nlg_llama2_7b.py", "--profile", "cpu", "--runs", "math-miss-s42",
                 "--results-dir", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
                 "--set", "max_steps=4", "--set", "save_steps=2", "--set", "max_samples=64", "--no-eval"]
         return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
-    record = tmp_path / "results" / "nlg_llama2_7b" / "math-miss-s42.json"
+    record = tmp_path / "results" / "nlg_llama2_7b" / "cpu" / "math-miss-s42.json"
     killed = script(fail_after=2)
     assert killed.returncode != 0
     rec_killed = json.loads(record.read_text())
@@ -146,14 +152,17 @@ def test_deepspeed_two_processes_resume_and_record(tiny, data_dir, tmp_path):
     out = tmp_path / "runs" / "nlg_llama2_7b" / "math-miss-s42"
     assert (out / "lora" / "adapter_model.safetensors").exists()
 
-    sft = rec["config"]["sft"]
+    sft = {**rec["config"]["sft"], "model": rec["runtime"]["model"]}     # the tiny model this machine built
     one = run_sft(SFTConfig(**{**sft, "output_dir": str(tmp_path / "one-process"), "deepspeed": None}))
     torch.testing.assert_close(rec["curves"]["loss"], one["curves"]["loss"], atol=1e-5, rtol=0)
     a = load_file(out / "adapter" / "adapter_model.safetensors")
     b = load_file(tmp_path / "one-process" / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)   # Adam steps are <= lr = 1e-3
+    steps, lr = 4, sft["lr"]
+    diff = torch.cat([(a[k] - b[k]).flatten() for k in a])
+    update = torch.cat([a[k].flatten() for k in a])        # MiSS's D starts at zero: the weights are the update
+    assert diff.abs().max() <= 2 * lr * steps
+    assert diff.norm() <= 1e-3 * update.norm(), (diff.norm(), update.norm())
 
 
 def test_launch_commands(tmp_path):

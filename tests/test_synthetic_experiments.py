@@ -99,8 +99,10 @@ def test_nfl_data_follow_the_protocol():
 def test_nfl_config_rejects_unknown_methods_and_keys(capsys):
     with pytest.raises(ValueError, match="unknown method"):
         nfl.NFLConfig(methods=("lora", "nope"))
-    with pytest.raises(ValueError, match="unknown key"):
+    with pytest.raises(SystemExit) as exit_info:           # a usage error: exit 2, the valid keys listed
         nfl.main(["--plan", "--set", "adapt_stepz=3"])
+    assert exit_info.value.code == 2
+    assert "unknown key(s) ['adapt_stepz']" in capsys.readouterr().err
 
 
 def test_nfl_plan_lists_seeds_protocols_and_methods(capsys):
@@ -152,7 +154,7 @@ def test_efficiency_init_budget_keeps_one_timed_run():
 
 
 def test_efficiency_plan_skips_ranks_a_method_rejects(capsys):
-    assert efficiency.main(["--plan", "--only", "64x64-*"]) == 0
+    assert efficiency.main(["--plan", "--runs", "64x64-*"]) == 0
     names = {r["name"] for r in json.loads(capsys.readouterr().out)}
     assert "64x64-full" in names and "64x64-lora-r64" in names and "64x64-miss-r1" in names
     assert not any(n.startswith("64x64-full-r") for n in names)

@@ -70,7 +70,7 @@ def test_seeds_differ_and_repeat(tmp_path):
             "--set", "synthetic_test=32"]
     vtab.main([*tiny, "--results-dir", str(tmp_path / "a"), "--set", "seeds=0,1"])
     vtab.main([*tiny, "--results-dir", str(tmp_path / "b"), "--set", "seeds=0"])
-    load = lambda d, s: json.loads((tmp_path / d / "vtab" / f"synthetic-lora-s{s}.json").read_text())  # noqa: E731
+    load = lambda d, s: json.loads((tmp_path / d / "vtab" / "cpu" / f"synthetic-lora-s{s}.json").read_text())  # noqa: E731
     a0, a1, b0 = load("a", 0), load("a", 1), load("b", 0)
     assert a0["curves"]["train_loss"] == b0["curves"]["train_loss"] and a0["metrics"]["accuracy"] == b0["metrics"]["accuracy"]
     assert a0["curves"]["train_loss"] != a1["curves"]["train_loss"]

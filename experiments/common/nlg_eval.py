@@ -44,7 +44,7 @@ from typing import Any
 
 from .config import override, parse_overrides
 from .nlg_eval_worker import status_path
-from .records import REPO_ROOT, RunTracker, load_record, record_path, successful_record, write_json_atomic
+from .records import REPO_ROOT, RunTracker, successful_record, write_json_atomic
 from .runner import Context, Run, Stage
 
 EVAL_TASKS = {"math": ("gsm8k", "math"), "code": ("humaneval", "mbpp")}   # training task -> benchmarks
@@ -129,7 +129,8 @@ class EvalItem:
 def serving(training: dict[str, Any]) -> tuple[str, str, str | None]:
     """``(kind, model, adapter dir)`` for a training record, from the outputs its run saved."""
     cfg, arts = training["config"], training.get("metrics", {}).get("artifacts") or {}
-    method, base = cfg["method"], cfg["sft"]["model"]
+    # the model the run actually loaded (e.g. the tiny model built on this machine), else the planned one
+    method, base = cfg["method"], training.get("runtime", {}).get("model") or cfg["sft"]["model"]
     if method in ADAPTER_ARTIFACT and ADAPTER_ARTIFACT[method] in arts:
         return "adapter", base, arts[ADAPTER_ARTIFACT[method]]
     if "merged" in arts:
@@ -138,7 +139,7 @@ def serving(training: dict[str, Any]) -> tuple[str, str, str | None]:
                     f"serve (artifacts: {sorted(arts) or 'none'}); LoRA needs adapter/, MiSS lora/, others merged/")
 
 
-def make_item(run: Run, training: dict[str, Any], settings: EvalSettings, data_dir: Path | None) -> EvalItem:
+def make_item(run: Run, training: dict[str, Any], settings: EvalSettings) -> EvalItem:
     from eval.tasks import TASKS
 
     kind, model, adapter = serving(training)
@@ -149,11 +150,12 @@ def make_item(run: Run, training: dict[str, Any], settings: EvalSettings, data_d
     imports = tuple(training["config"]["sft"].get("import_modules") or ())
     # vLLM has no RWKV (flash-linear-attention) models: those are generated with transformers
     backend = "hf" if imports else settings.backend
-    fingerprint = {"trained_at": training.get("finished_at"), "kind": kind, "model": model, "adapter": adapter,
-                   "tasks": list(tasks), "task_versions": {t: TASKS[t].SPEC.version for t in tasks},
+    # What the scores depend on: the trained run (its config and when it finished) and how it is scored.
+    # No paths: a clone elsewhere with the same records has the same fingerprint.
+    fingerprint = {"training_config_hash": training.get("config_hash"), "trained_at": training.get("finished_at"),
+                   "kind": kind, "tasks": list(tasks), "task_versions": {t: TASKS[t].SPEC.version for t in tasks},
                    "limit": settings.limit, "max_new_tokens": settings.max_new_tokens,
-                   "mbpp_task_set": settings.mbpp_task_set, "backend": backend, "dtype": settings.dtype,
-                   "data_dir": str(data_dir) if data_dir else None}
+                   "mbpp_task_set": settings.mbpp_task_set, "backend": backend, "dtype": settings.dtype}
     return EvalItem(run, training, kind, model, adapter, tasks, backend, imports, fingerprint)
 
 
@@ -213,8 +215,8 @@ def samples_complete(meta: dict[str, Any] | None, tasks: tuple[str, ...]) -> boo
     return all(t in info and info[t]["n_written"] >= info[t]["n_examples"] for t in tasks)
 
 
-def is_scored(results_dir: Path, experiment: str, item: EvalItem) -> bool:
-    rec = successful_record(results_dir, eval_experiment(experiment), item.label)
+def is_scored(results_dir: Path, experiment: str, profile: str, item: EvalItem) -> bool:
+    rec = successful_record(results_dir, eval_experiment(experiment), profile, item.label)
     return rec is not None and rec.get("config", {}).get("fingerprint") == item.fingerprint
 
 
@@ -314,11 +316,12 @@ def record_eval(ctx: Context, settings: EvalSettings, out_dir: Path, item: EvalI
     cfg = item.training["config"]
     config = {"training_experiment": ctx.experiment, "training_run": item.label, "task": cfg["task"],
               "method": cfg["method"], "r": cfg["sft"].get("r"), "preset": cfg.get("preset"),
-              "served_as": item.kind, "model": item.model, "adapter": item.adapter, "eval_tasks": list(item.tasks),
+              "served_as": item.kind, "eval_tasks": list(item.tasks),
               "settings": asdict(settings), "fingerprint": item.fingerprint}
     tracker = RunTracker(ctx.results_dir, eval_experiment(ctx.experiment), item.label, ctx.profile.name, config,
                          item.run.seed)
     with tracker as record:
+        record.runtime.update(model=item.model, adapter=item.adapter)
         if job is not None and job["status"] != "success":
             raise EvalError(f"generation failed: {job.get('error')}")
         if job is not None and item.label in job.get("labels_failed", {}):
@@ -349,17 +352,16 @@ def run_eval_stage(ctx: Context, runs: list[Run]) -> int:
     failed = 0
     todo: list[EvalItem] = []
     for run in runs:
-        path = record_path(ctx.results_dir, ctx.experiment, run.name)
-        training = load_record(path) if path.exists() else None
-        if not training or training["status"] != "success":
+        training = successful_record(ctx.results_dir, ctx.experiment, ctx.profile.name, run.name)
+        if training is None:
             continue                                   # nothing trained to score; the training record says why
         try:
-            item = make_item(run, training, settings, ctx.data_dir)
+            item = make_item(run, training, settings)
         except (EvalError, KeyError) as e:
             _failed_record(ctx, run, e)
             failed += 1
             continue
-        if not is_scored(ctx.results_dir, ctx.experiment, item):
+        if not is_scored(ctx.results_dir, ctx.experiment, ctx.profile.name, item):
             todo.append(item)
     if not todo:
         return failed
@@ -388,7 +390,10 @@ def run_eval_stage(ctx: Context, runs: list[Run]) -> int:
 
 
 def planned_records(ctx: Context, runs: list[Run]) -> list[tuple[str, str]]:
-    return [(eval_experiment(ctx.experiment), r.name) for r in runs] if enabled(ctx) else []
+    if not enabled(ctx):
+        return []
+    eval_settings(ctx)          # a bad --eval-set is a usage error before training, not after it
+    return [(eval_experiment(ctx.experiment), r.name) for r in runs]
 
 
 EVAL_STAGE = Stage(records=planned_records, run=run_eval_stage)

