@@ -30,14 +30,40 @@ def nfl_records(tmp_path_factory):
 
 
 def test_nfl_every_method_and_protocol_has_a_complete_record(nfl_records):
-    assert set(nfl_records) == {f"{p}-{m}-s43" for p in nfl.PROTOCOLS for m in EXPECTED_NFL_PARAMS}
+    scaled = {m.name for m in nfl.METHODS if m.authors}         # the sensitivity protocol reruns only these
+    assert scaled == {"lora", "pissa", "dora", "prolora", "adalora", "mos"}
+    assert set(nfl_records) == ({f"{p}-{m}-s43" for p in nfl.AUTHORS_PROTOCOLS for m in EXPECTED_NFL_PARAMS}
+                                | {f"library_defaults-{m}-s43" for m in scaled})
     for rec in nfl_records.values():
         assert RECORD_FIELDS <= set(rec) and rec["status"] == "success" and rec["seed"] == 43
         assert len(rec["curves"]["valid_loss"]) == 7 and len(rec["curves"]["train_loss"]) == 6
         m = rec["metrics"]
-        assert m["min_valid_loss"] == min(rec["curves"]["valid_loss"])
+        # the minimum over steps 1..N: the loss before adaptation (step 0) is not part of it
+        assert m["min_valid_loss"] == min(rec["curves"]["valid_loss"][1:]) and m["min_valid_step"] >= 1
         assert rec["curves"]["valid_loss"][m["min_valid_step"]] == m["min_valid_loss"]
+        assert m["initial_valid_loss"] == rec["curves"]["valid_loss"][0]
         assert rec["config"]["hyper"] and rec["config"]["seed"] == 43
+
+
+# The scale of every low-rank baseline under the authors' protocols (their script: scale 1) and under
+# our classes' defaults (the sensitivity protocol), as the layers compute it.
+AUTHORS_SCALE = {"lora": 1.0, "pissa": 1.0, "dora": 1.0, "prolora": 1.0, "mos": 1.0}
+DEFAULT_SCALE = {"lora": 8.0, "pissa": 4.0, "dora": 16.0, "prolora": 8.0, "mos": 2.0}
+
+
+@pytest.mark.parametrize("method", sorted(AUTHORS_SCALE))
+def test_nfl_baselines_run_at_the_authors_scale_1_and_defaults_only_in_the_sensitivity_protocol(method):
+    from adapters import adapter_layers
+
+    cfg = nfl.NFLConfig(base_steps=2, adapt_steps=1, extra_seeds=0)
+    spec = nfl.METHOD_BY_NAME[method]
+    for protocol, expected in (("corrected", AUTHORS_SCALE), ("as_released", AUTHORS_SCALE),
+                               ("library_defaults", DEFAULT_SCALE)):
+        (_, layer), = adapter_layers(nfl.adapt(cfg, spec, protocol, 43)["model"])
+        assert layer.scaling == pytest.approx(expected[method]), (method, protocol)
+    adalora = nfl.adapt(cfg, nfl.METHOD_BY_NAME["adalora"], "corrected", 43)["model"]
+    (_, layer), = adapter_layers(adalora)
+    assert layer.scaling / layer.ranknum == pytest.approx(1.0, rel=1e-4)
 
 
 @pytest.mark.parametrize("method", sorted(EXPECTED_NFL_PARAMS))
@@ -46,8 +72,10 @@ def test_nfl_parameter_counts_match_spec(nfl_records, method):
     expected = EXPECTED_NFL_PARAMS[method]
     assert corrected["trainable_params"] == corrected["metrics"]["adapter_trainable_params"] == expected
     assert corrected["metrics"]["formula_params"] == expected
-    # as released, fc2 trains too (for Full FT: the whole model)
+    # as released, fc2 trains too (for Full FT: the whole model); the sensitivity protocol changes only scales
     assert released["trainable_params"] == expected + FC2
+    if f"library_defaults-{method}-s43" in nfl_records:
+        assert nfl_records[f"library_defaults-{method}-s43"]["trainable_params"] == expected
 
 
 def test_nfl_corrected_trains_only_the_adapter_and_as_released_trains_fc2(nfl_records):
@@ -80,7 +108,7 @@ def test_nfl_same_seed_gives_identical_curves(tmp_path):
     assert nfl.main(["--results-dir", str(tmp_path / "b"), *args]) == 0
     a = {r["run"]: r["curves"] for r in load_records(tmp_path / "a", "no_free_lunch")}
     b = {r["run"]: r["curves"] for r in load_records(tmp_path / "b", "no_free_lunch")}
-    assert len(a) == 12 and a == b
+    assert len(a) == 2 * (2 * 3 + 2) and a == b     # seeds x (authors' protocols x methods + scaled methods)
     # another seed gives other data and so other curves
     assert a["corrected-lora-s43"]["valid_loss"] != a["corrected-lora-s44"]["valid_loss"]
 
@@ -109,7 +137,7 @@ def test_nfl_plan_lists_seeds_protocols_and_methods(capsys):
     assert nfl.main(["--plan", "--seeds", "2", "--set", "methods=lora,miss"]) == 0
     runs = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in runs][:2] == ["corrected-lora-s43", "corrected-miss-s43"]
-    assert len(runs) == 3 * 2 * 2 and {r["seed"] for r in runs} == {43, 44, 45}
+    assert len(runs) == 3 * (2 * 2 + 1) and {r["seed"] for r in runs} == {43, 44, 45}   # MiSS has no scale
 
 
 TINY_SIZE = efficiency.LayerSize("64x64", 64, 64, "mlp", ranks=(2, 4), init_warmup=1, init_repeats=3,
