@@ -53,8 +53,8 @@ def main(argv: list[str]) -> int:
     if torch_after != torch_before:
         print(f"[setup] installing {spec} replaced torch {torch_before} by {torch_after}", file=sys.stderr)
         return 1
-    print(f"[setup] {spec} installed against torch {torch_after} ({len(deps)} requirement(s), torch family skipped)",
-          file=sys.stderr)
+    print(f"[setup] {spec} installed against torch {torch_after} ({len(deps)} requirement(s); the torch family is "
+          "left out on purpose, so pip's note that it is missing is expected)", file=sys.stderr)
     return 0
 
 
