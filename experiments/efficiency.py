@@ -36,6 +36,7 @@ GPU times are estimates: those profiles have not been run yet.)
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -284,6 +285,27 @@ def _storage_bytes(tensors) -> int:
     return total
 
 
+@contextlib.contextmanager
+def _without_kineto_banner():
+    """Kineto (torch.profiler's C++ side) writes ``USDT: ... profiler_start`` / ``profiler_stop`` straight to
+    file descriptor 2 on every profiled step, burying the progress lines of a run; no log level turns it
+    off. Catch fd 2 for the block and write back every line but those."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            for line in caught.read().decode(errors="replace").splitlines(keepends=True):
+                if not line.startswith("USDT:"):
+                    sys.stderr.write(line)
+
+
 def _profiled_transient_bytes(step) -> int:
     """Peak bytes allocated during ``step`` and not yet freed, from the CPU memory events of torch.profiler.
 
@@ -292,7 +314,7 @@ def _profiled_transient_bytes(step) -> int:
     """
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _without_kineto_banner(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "trace.json")

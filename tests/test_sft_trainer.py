@@ -183,3 +183,18 @@ def test_launch_commands(tmp_path):
     assert argv[1:4] == ["-m", "torch.distributed.run", "--nproc_per_node=8"]
     argv, _ = launch_command(dataclasses.replace(s, launcher="python"), cfg, None, "", cuda=True)
     assert argv[1:] == ["-m", "experiments.common.sft_trainer", "--config", str(cfg)]
+
+
+def test_report_to_tensorboard_writes_events_and_unknown_or_missing_integrations_are_refused(tiny, data_dir, tmp_path,
+                                                                                             monkeypatch):
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb"))
+    run_sft(_cfg(tiny, data_dir, tmp_path / "run", "lora", report_to=("tensorboard",), save_steps=0))
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    with pytest.raises(ValueError, match="report_to: 'tensorbord' is not one of"):
+        _cfg(tiny, data_dir, tmp_path / "x", "lora", report_to=("tensorbord",))
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(ValueError, match="report_to=wandb needs the wandb package"):
+        _cfg(tiny, data_dir, tmp_path / "x", "lora", report_to=("wandb",))

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -46,6 +45,7 @@ from .config import override, parse_overrides
 from .nlg_eval_worker import status_path
 from .records import REPO_ROOT, RunTracker, successful_record, write_json_atomic
 from .runner import Context, Run, Stage
+from .streams import run_streamed
 
 EVAL_TASKS = {"math": ("gsm8k", "math"), "code": ("humaneval", "mbpp")}   # training task -> benchmarks
 ADAPTER_ARTIFACT = {"lora": "adapter", "miss": "lora"}    # served as a LoRA on the base model; the rest merged
@@ -238,10 +238,8 @@ def worker_env(ctx: Context, settings: EvalSettings) -> dict[str, str]:
 def launch_worker(jobs_path: Path, env: dict[str, str], log: Path) -> int:
     """The worker process on ``jobs_path``, its output appended to ``log``; returns its exit code."""
     argv = [sys.executable, "-m", "experiments.common.nlg_eval_worker", str(jobs_path)]
-    with open(log, "a") as f:
-        f.write(f"\n$ {' '.join(argv)}\n")
-        f.flush()
-        return subprocess.run(argv, cwd=REPO_ROOT, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+    print(f"[eval] generation log {log}", file=sys.stderr, flush=True)
+    return run_streamed(argv, log, env=env, cwd=REPO_ROOT)
 
 
 def run_worker(jobs: list[dict], out_dir: Path, index: int, env: dict[str, str]) -> dict[str, dict]:

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,8 @@ from typing import Any
 from .config import ConfigError, parse_overrides
 from .identity import config_changes, config_hash, describe_changes
 from .profiles import PROFILES, Profile, default_data_dir, get_profile
-from .records import DEFAULT_RESULTS_DIR, DEFAULT_RUNS_DIR, RunRecord, RunTracker, existing_record, write_json_atomic
+from .records import (DEFAULT_RESULTS_DIR, DEFAULT_RUNS_DIR, RunRecord, RunTracker, existing_record, record_path,
+                      write_json_atomic)
 
 IDENTITY_FILE = "run_identity.json"
 
@@ -92,6 +94,11 @@ def build_parser(description: str) -> argparse.ArgumentParser:
                    help="override a field of the experiment's profile config (repeatable; an unknown key lists the "
                         "valid ones)")
     return p
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def select_runs(runs: list[Run], patterns: str | None) -> list[Run]:
@@ -178,19 +185,24 @@ def experiment_main(experiment: str, description: str, plan: PlanFn, execute: Ex
               file=sys.stderr)
         return 2
 
-    failed = skipped = 0
-    for i, run in enumerate(runs, 1):
-        if not args.force and states[run.name][0] == "done":
-            skipped += 1
-            continue
-        print(f"[{experiment}] run {i}/{len(runs)}: {run.name}", file=sys.stderr, flush=True)
+    todo = [r for r in runs if args.force or states[r.name][0] != "done"]
+    skipped = len(runs) - len(todo)
+    if skipped:
+        print(f"[{experiment}] {skipped} of {len(runs)} runs done earlier (same config): skipped", file=sys.stderr)
+    failed = 0
+    t0 = time.perf_counter()
+    for i, run in enumerate(todo, 1):
+        elapsed = time.perf_counter() - t0
+        eta = f" | ETA {_duration(elapsed / (i - 1) * (len(todo) - i + 1))}" if i > 1 else ""
+        print(f"[{experiment}] run {i}/{len(todo)} {run.name} | elapsed {_duration(elapsed)}{eta} | record "
+              f"{record_path(ctx.results_dir, experiment, ctx.profile.name, run.name)}", file=sys.stderr, flush=True)
         tracker = RunTracker(ctx.results_dir, experiment, run.name, ctx.profile.name, run.config, run.seed)
         with tracker as record:
             prepare_output_dir(run, args.force)
             execute(run, record, ctx)
         failed += record.status == "failed"
-    print(f"[{experiment}] {len(runs)} runs: {len(runs) - failed - skipped} ran, {skipped} already done, "
-          f"{failed} failed", file=sys.stderr)
+    print(f"[{experiment}] {len(runs)} runs: {len(todo) - failed} ran, {skipped} already done, {failed} failed "
+          f"({_duration(time.perf_counter() - t0)})", file=sys.stderr)
     if stage is not None:
         failed += stage.run(ctx, runs)
     return 1 if failed else 0

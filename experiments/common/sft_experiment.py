@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import socket
-import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from .nlg_eval import EVAL_STAGE, add_eval_arguments
 from .records import REPO_ROOT, RunRecord
 from .runner import Context, Run, experiment_main
 from .sft_trainer import RESULT_FILE, SFTConfig, gradient_accumulation
+from .streams import run_streamed
 
 TASK_DATA = {
     # task -> profile kind -> (source, query field, response field, max samples)
@@ -67,6 +67,7 @@ class NLGSettings:
     launcher: str = "deepspeed"          # deepspeed | torchrun | python (one process, no DeepSpeed)
     deepspeed: str | None = "zero2"
     save_steps: int = 500
+    report_to: tuple[str, ...] = ()      # e.g. tensorboard (logs under <run>/tensorboard) or wandb, if installed
     max_length: int = 512
     gradient_checkpointing: bool = False
     r: int | None = None                 # None: the paper's rank for each method (Tables 10/11)
@@ -132,6 +133,7 @@ def sft_run(ctx: Context, settings: NLGSettings, preset: ModelPreset, task: str,
         per_device_batch=settings.per_device_batch, max_length=settings.max_length,
         deepspeed=settings.deepspeed if settings.launcher != "python" else None,
         gradient_checkpointing=settings.gradient_checkpointing, seed=seed, save_steps=settings.save_steps,
+        report_to=settings.report_to,
         import_modules=("fla",) if preset.family == "fla" else (), trust_remote_code=preset.family == "fla",
     )
     config = {"preset": preset.name, "paper_model": preset.paper_name, "task": task, "method": method,
@@ -215,12 +217,13 @@ def execute_sft(run: Run, record: RunRecord, ctx: Context) -> None:
     config_path.write_text(json.dumps(cfg.to_dict(), indent=1))
     (out / RESULT_FILE).unlink(missing_ok=True)
     argv, env = launch_command(settings, config_path, ctx.args.hostfile, ctx.args.launcher_args, cuda)
+    if cfg.report_to:
+        env.setdefault("TENSORBOARD_LOGGING_DIR", str(out / "tensorboard"))
     record.runtime["launch"] = argv
     log = out / "train.log"
-    with open(log, "a") as f:
-        f.write(f"\n$ {' '.join(argv)}\n")
-        f.flush()
-        rc = subprocess.run(argv, cwd=REPO_ROOT, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+    print(f"[{ctx.experiment}/{run.name}] output {out}\n[{ctx.experiment}/{run.name}] log    {log}",
+          file=sys.stderr, flush=True)
+    rc = run_streamed(argv, log, env=env, cwd=REPO_ROOT)
     if rc != 0 or not (out / RESULT_FILE).exists():
         tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-40:])
         raise RuntimeError(f"training exited with code {rc} (log: {log}); last lines:\n{tail}")

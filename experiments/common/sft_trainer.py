@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import inspect
 import json
 import math
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .records import REPO_ROOT, write_json_atomic
+from .streams import progress_bars_wanted
 
 PEFT_METHODS = ("lora", "dora", "pissa", "miss")
 MERGED_EXPORT = ("dora", "pissa", "full")
@@ -48,6 +50,8 @@ LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
 DEEPSPEED_CONFIGS = {name: REPO_ROOT / "experiments" / "configs" / f"{name}.json"
                      for name in ("zero2", "zero3", "zero2_cpu")}
 RESULT_FILE = "train_result.json"
+# The Trainer integrations we document, and the package each one needs.
+REPORT_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "trackio": "trackio"}
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class SFTConfig:
     trust_remote_code: bool = False              # RWKV's world tokenizer ships as custom code
     import_modules: tuple[str, ...] = ()         # imported before loading (e.g. "fla" registers RWKV6/7)
     seed: int = 42
+    report_to: tuple[str, ...] = ()              # HF integrations: tensorboard, wandb, ... (must be installed)
     save_steps: int = 500                        # <= 0: no checkpoints (benchmarks)
     save_total_limit: int = 2
     logging_steps: int = 1
@@ -91,6 +96,13 @@ class SFTConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
         object.__setattr__(self, "import_modules", tuple(self.import_modules))
+        object.__setattr__(self, "report_to", tuple(r for r in self.report_to if r != "none"))
+        for integration in self.report_to:
+            module = REPORT_MODULES.get(integration)
+            if module is None:
+                raise ValueError(f"report_to: {integration!r} is not one of {sorted(REPORT_MODULES)} (or none)")
+            if importlib.util.find_spec(module) is None:
+                raise ValueError(f"report_to={integration} needs the {module} package: pip install {module}")
         if self.method != "full" and self.method not in PEFT_METHODS:
             from adapters import METHODS
 
@@ -290,8 +302,8 @@ def run_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
         accelerator_config={"use_configured_state": _configure_cpu_deepspeed(ds_cfg, cuda, world)},
         include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False,
-        report_to=[],
-        disable_tqdm=True,
+        report_to=list(cfg.report_to),
+        disable_tqdm=not progress_bars_wanted(),
         dataloader_num_workers=0,
     )
     model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
