@@ -15,7 +15,8 @@ What it measures (SPEC §3.2 at a realistic layer, the sizes of Llama2-7B's atte
 
 The machine is shared and noisy, so the candidates are timed round-robin within every repeat (the order
 rotates between repeats) rather than one after another, and the report gives median and IQR. Sizes are
-``INxOUT`` (``nn.Linear(IN, OUT)``). The record goes to ``results/adapter_bench/<run>.json``.
+``INxOUT`` (``nn.Linear(IN, OUT)``). The record goes to ``results/adapter_bench/<device type>/<run>.json``.
+On a GPU: ``python -m adapters.bench --device cuda --dtype bfloat16``.
 """
 
 from __future__ import annotations
@@ -69,9 +70,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _frozen_linear(k_in: int, d_out: int, device: torch.device, seed: int) -> nn.Linear:
+def _frozen_linear(k_in: int, d_out: int, device: torch.device, seed: int, dtype: torch.dtype) -> nn.Linear:
     torch.manual_seed(seed)
-    layer = nn.Linear(k_in, d_out, bias=False, device=device)
+    layer = nn.Linear(k_in, d_out, bias=False, device=device, dtype=dtype)
     layer.weight.requires_grad_(False)
     return layer
 
@@ -82,7 +83,9 @@ def _peft_miss(base: nn.Linear, r: int) -> nn.Module:
 
     holder = nn.Module()
     holder.layer = base
-    wrapped = peft.get_peft_model(holder, peft.MissConfig(r=r, target_modules=["layer"]))
+    # PEFT would keep a bf16 layer's adapter in float32 (autocast_adapter_dtype); ours trains in the layer's
+    # dtype, so both are timed in it
+    wrapped = peft.get_peft_model(holder, peft.MissConfig(r=r, target_modules=["layer"]), autocast_adapter_dtype=False)
     return wrapped.base_model.model.layer
 
 
@@ -106,10 +109,11 @@ def _randomise_trainable(layer: nn.Module) -> None:
                 p.normal_(std=0.01)
 
 
-def train_candidates(k_in: int, d_out: int, r: int, tokens: int, device: torch.device) -> list[Candidate]:
-    base = _frozen_linear(k_in, d_out, device, seed=0)
-    x = torch.randn(tokens, k_in, device=device, requires_grad=True)
-    grad_out = torch.randn(tokens, d_out, device=device)
+def train_candidates(k_in: int, d_out: int, r: int, tokens: int, device: torch.device,
+                     dtype: torch.dtype = torch.float32) -> list[Candidate]:
+    base = _frozen_linear(k_in, d_out, device, seed=0, dtype=dtype)
+    x = torch.randn(tokens, k_in, device=device, dtype=dtype, requires_grad=True)
+    grad_out = torch.randn(tokens, d_out, device=device, dtype=dtype)
     r_lora = equal_param_lora_rank(r, k_in, d_out)
     layers = {
         "frozen": base,
@@ -161,7 +165,8 @@ def summarise(samples: list[float]) -> dict[str, float]:
 
 
 def bench_size(k_in: int, d_out: int, args, device: torch.device) -> dict:
-    cands = {c.name: c for c in train_candidates(k_in, d_out, args.r, args.tokens, device)}
+    dtype = getattr(torch, args.dtype)
+    cands = {c.name: c for c in train_candidates(k_in, d_out, args.r, args.tokens, device, dtype)}
 
     def run_train(name: str, inner: int) -> float:
         step = cands[name].step
@@ -177,7 +182,7 @@ def bench_size(k_in: int, d_out: int, args, device: torch.device) -> dict:
     del cands
 
     inits = dict(init_candidates(k_in, d_out, args.r))
-    source = _frozen_linear(k_in, d_out, device, seed=1)
+    source = _frozen_linear(k_in, d_out, device, seed=1, dtype=dtype)
 
     def run_init(name: str, _inner: int) -> float:  # one init per sample: no calibration
         base = copy.deepcopy(source)  # PiSSA rewrites W0 in place; every init starts from the same W0
@@ -211,7 +216,7 @@ def _fmt(v: dict) -> str:
 
 
 def markdown(results: list[dict], args) -> str:
-    lines = [f"Forward+backward, {args.tokens} tokens, float32, {args.device}, {torch.get_num_threads()} threads; "
+    lines = [f"Forward+backward, {args.tokens} tokens, {args.dtype}, {args.device}, {torch.get_num_threads()} threads; "
              f"median (IQR) ms per step over {args.repeats} round-robin "
              f"samples (steps per sample: {', '.join(str(r['steps_per_sample']) for r in results)}).", "",
              "| layer (in x out) | candidate | trainable params | fwd+bwd ms | overhead vs frozen ms |",
@@ -246,13 +251,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-sample-ms", type=float, default=200.0,
                     help="repeat a step within one sample until the fastest candidate takes this long (default: %(default)s)")
     ap.add_argument("--init-repeats", type=int, default=5, help="timed init rounds; PiSSA's SVD is slow (default: %(default)s)")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
+    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                    help="dtype of the layer, its adapter and the inputs (default: %(default)s; bfloat16 on GPUs)")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     ap.add_argument("--run", default=None, help="record name (default: a timestamp)")
     ap.add_argument("--results-dir", default=None, help="default: <repo>/results")
     args = ap.parse_args(argv)
 
-    from experiments.common.records import DEFAULT_RESULTS_DIR, RunTracker
+    from experiments.common.records import DEFAULT_RESULTS_DIR, RunTracker, record_path
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -272,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                           "loadavg_1_5_15_before": load_before, "loadavg_1_5_15_after": os.getloadavg()}
         print(markdown(results, args))
         print(f"\nload average (1, 5, 15 min) before {load_before}, after {os.getloadavg()}")
-    print(f"\nrecord: {results_dir}/adapter_bench/{run}.json", file=sys.stderr)
+    print(f"\nrecord: {record_path(results_dir, 'adapter_bench', device.type, run)}", file=sys.stderr)
     return 0 if tracker.record.status == "success" else 1
 
 
