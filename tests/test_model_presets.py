@@ -62,3 +62,10 @@ def test_table_rows_cover_every_preset_with_paper_numbers():
     rows = trainable_table()
     assert {r["model"] for r in rows} == {p.paper_name for p in PRESETS.values()}
     assert all(r["match"] or r["note"] for r in rows)
+
+
+def test_qwen3_preset_is_the_authors_checkpoint():
+    """The authors' released script fine-tunes Qwen/Qwen3-4B (post-trained), not Qwen3-4B-Base."""
+    preset = PRESETS["qwen3-4b"]
+    assert preset.hub_id == "Qwen/Qwen3-4B" and preset.small_model == "Qwen/Qwen3-0.6B"
+    assert stored_config("qwen3-4b")["_source"].startswith("config.json of Qwen/Qwen3-4B,")
