@@ -78,6 +78,17 @@ PRESETS: dict[str, ModelPreset] = {p.name: p for p in (
 )}
 
 
+# The small profile's stand-ins whose dimensions are stored too (for the memory planner); the RWKV
+# stand-ins are not (their configs were not available to check here).
+SMALL_MODEL_CONFIGS = {"TinyLlama/TinyLlama_v1.1": "tinyllama-1.1b", "Qwen/Qwen3-0.6B": "qwen3-0.6b"}
+
+
+def stored_config_name(model_id: str) -> str | None:
+    """The stored config holding ``model_id``'s dimensions, if there is one."""
+    by_hub_id = {p.hub_id: p.name for p in PRESETS.values()}
+    return by_hub_id.get(model_id) or SMALL_MODEL_CONFIGS.get(model_id)
+
+
 def get_preset(name: str) -> ModelPreset:
     try:
         return PRESETS[name]
@@ -92,13 +103,18 @@ def stored_config(name: str) -> dict:
     return cfg
 
 
-def _hf_config(name: str):
+def hf_config(name: str):
+    """The transformers config of stored config ``name`` (RWKV needs flash-linear-attention installed)."""
     from transformers import AutoConfig
 
     cfg = {k: v for k, v in stored_config(name).items() if not k.startswith("_")}
     model_type = cfg.pop("model_type")
     if model_type in ("rwkv6", "rwkv7"):
-        import fla  # noqa: F401  (registers the RWKV configs with transformers)
+        try:
+            import fla  # noqa: F401  (registers the RWKV configs with transformers)
+        except ImportError as e:
+            raise ImportError(f"{name}: building an RWKV model (even on the meta device) needs "
+                              f"flash-linear-attention, which is not importable here ({e})") from e
     return AutoConfig.for_model(model_type, **cfg)
 
 
@@ -108,7 +124,7 @@ def meta_model(name: str):
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(_hf_config(name))
+        return AutoModelForCausalLM.from_config(hf_config(name))
 
 
 def _fla_available() -> bool:
