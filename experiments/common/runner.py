@@ -71,7 +71,9 @@ def build_parser(description: str) -> argparse.ArgumentParser:
 def experiment_main(experiment: str, description: str, plan: PlanFn, execute: ExecuteFn,
                     argv: list[str] | None = None,
                     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
-                    stage: Stage | None = None) -> int:
+                    stage: Stage | None = None,
+                    dry_run: Callable[[Context, list[Run]], int] | None = None) -> int:
+    """``dry_run``: what ``--dry-run`` does with the planned runs instead of running them (its exit code)."""
     from .config import parse_overrides
 
     parser = build_parser(description)
@@ -94,6 +96,8 @@ def experiment_main(experiment: str, description: str, plan: PlanFn, execute: Ex
         extra = [{"name": name, "experiment": exp} for exp, name in stage.records(ctx, runs)] if stage else []
         print(json.dumps([{"name": r.name, "seed": r.seed} for r in runs] + extra))
         return 0
+    if dry_run is not None and args.dry_run:
+        return dry_run(ctx, runs)
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise ValueError(f"{experiment}: run names are not unique: {sorted(n for n in names if names.count(n) > 1)}")
