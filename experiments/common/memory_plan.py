@@ -534,9 +534,11 @@ def _gib(x: int) -> float:
 def report_row(name: str, plan: RunPlan, est: MemoryEstimate | None, gpu_mem_gib: float, command: str,
                error: str | None = None) -> dict[str, Any]:
     """One run's numbers as the JSON line carries them (bytes and GiB); ``fits`` is None when unknown."""
+    from .sft_trainer import zero_stage
+
     row: dict[str, Any] = {"run": name, "model": plan.model, "method": plan.method.method, "r": plan.method.r,
-                           "dtype": plan.dtype, "zero_stage": (plan.deepspeed or {}).get("zero_optimization", {}).get(
-                               "stage", 0) if plan.deepspeed else None,
+                           "dtype": plan.dtype,
+                           "zero_stage": zero_stage(plan.deepspeed) if plan.deepspeed is not None else None,
                            "nodes": plan.layout.nodes, "gpus_per_node": plan.layout.gpus_per_node,
                            "world_size": plan.layout.world_size, "layout_assumed": plan.layout.assumed,
                            "per_device_batch": plan.per_device_batch, "seq_len": plan.seq_len,
@@ -550,9 +552,11 @@ def report_row(name: str, plan: RunPlan, est: MemoryEstimate | None, gpu_mem_gib
              "activations": a.saved if a else None, "activations_working": a.working if a else None,
              "model_states": s.model_states, "peak": est.peak}
     fits = est.peak <= gpu_mem_gib * GIB
+    if a is None and fits:      # without the activations only a "does not fit" is certain
+        fits = None
     return {**row, "params_total": est.params.total, "params_trainable": est.params.trainable,
             "bytes": parts, "gib": {k: (_gib(v) if v is not None else None) for k, v in parts.items()},
-            "fits": fits if a is not None or not fits else None, "note": est.note or None}
+            "fits": fits, "note": est.note or None}
 
 
 def print_report(experiment: str, rows: list[dict[str, Any]], describe: Callable[[dict], str]) -> int:
