@@ -240,7 +240,8 @@ def test_saved_activations_match_the_formula(arch, method):
     # parameter gradients are model state: leave each out from the op that created it on
     grads = {k: mode.born[k] for k in (p.grad.untyped_storage()._cdata for p in model.parameters()
                                         if p.grad is not None)}
-    peak = max(sum(n for k, n in live.items() if grads.get(k, len(mode.trace)) > i) for i, live in enumerate(mode.trace))
+    peak = max(sum(n for k, n in live.items() if grads.get(k, len(mode.trace)) > i)
+               for i, live in enumerate(mode.trace))
     assert abs(peak - after_forward - est.working) <= TOLERANCE * est.working, (peak - after_forward, est.working)
 
 

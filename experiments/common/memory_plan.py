@@ -68,19 +68,22 @@ as transformers 5 runs them (SDPA attention, a right-padded batch), per decoder 
 
 The attention output doubles as o_proj's input. Outside the layers: the final norm (4Th + 4T), the
 log-softmax of the fp32 logits (4TV) with the labels (8T), RoPE's cos and sin (2S·d·p); full fine-tuning
-adds the token ids (8T), the final norm's normalised input and lm_head's input (2pTh). The first layer's
-input norm keeps nothing when the embeddings are frozen and checkpointing is off (no gradient reaches it).
+adds the token ids (8T), the final norm's normalised input and lm_head's input (2pTh). When the
+embeddings are frozen and checkpointing is off, no gradient reaches the first layer's input: its norm
+keeps nothing, and its q, k, v keep what they keep for an input without gradient (also measured on meta).
 With gradient checkpointing (transformers' non-reentrant checkpoint around every decoder layer), a layer
-keeps only its input (pTh), and the layers share the boolean mask (B·S² bytes) and position ids (8S). Working memory on top of
-the saved activations: at the start of backward the fp32 gradients of the log-softmax's output and input
-(8TV); under checkpointing, later, one recomputed layer's activations, if those are larger.
+keeps only its input (pTh), and the layers share the boolean mask (B·S² bytes) and position ids (8S).
+Working memory on top of the saved activations: at the start of backward the fp32 gradients of the
+log-softmax's output and input (8TV); under checkpointing, later, one recomputed layer's activations, if
+those are larger.
 
-How it was checked: ``tests/test_memory_plan.py`` runs tiny real Llama, Mistral and Qwen3 models on CPU in
-fp32 (p = 4), for full fine-tuning and for adapters, and compares the formula with the bytes autograd
-actually saved (``torch.autograd.graph.saved_tensors_hooks``, each storage counted once, parameters
-excluded) and, with checkpointing, with the bytes still alive after the forward pass; see that file for
-the tolerance. On GPU the memory-efficient SDPA kernel saves the same tensors as the CPU kernel did there
-(q, k, v, output, log-sum-exp, bias); that part rests on the kernels' signatures, not on a GPU measurement.
+How it was checked: ``tests/test_memory_plan.py`` runs tiny real Llama (grouped-query and multi-head
+attention) and Qwen3 models on CPU in fp32 (p = 4), for full fine-tuning and for adapters, and compares the
+formula with the bytes autograd actually saved (``torch.autograd.graph.saved_tensors_hooks``, each
+storage counted once, parameters and buffers excluded) and, with checkpointing, with the bytes still
+alive after the forward pass: equal to the byte (the test allows 1%). On GPU the memory-efficient SDPA
+kernel keeps the same tensors as the CPU kernel measured here (q, k, v, output, log-sum-exp, bias): that
+part rests on the kernels' signatures, not on a GPU measurement.
 Not counted: the CUDA context and the allocator's fragmentation (leave ~1-2 GiB of ``--gpu-mem`` for them).
 RWKV (flash-linear-attention) runs get model states but no activation term: its Triton kernels' saved
 tensors are not modelled, so their fit is only checked for the model states.
@@ -572,9 +575,10 @@ def print_report(experiment: str, rows: list[dict[str, Any]], describe: Callable
             print(f"  parameters: {row['params_trainable']:,} trainable of {row['params_total']:,} ({share:.2%})")
             acts = "not modelled" if g["activations"] is None else \
                 f"{g['activations']} (+{g['activations_working']} during backward)"
-            step = f" (+{g['gradients_fp32_at_step']} in fp32 at the step)" if row["bytes"]["gradients_fp32_at_step"] else ""
-            print(f"  per GPU, GiB: weights {g['weights']} | gradients {g['gradients']}{step} | optimizer {g['optimizer']} | "
-                  f"buffers {g['buffers']} | activations {acts}")
+            step = f" (+{g['gradients_fp32_at_step']} in fp32 at the step)" \
+                if row["bytes"]["gradients_fp32_at_step"] else ""
+            print(f"  per GPU, GiB: weights {g['weights']} | gradients {g['gradients']}{step} | "
+                  f"optimizer {g['optimizer']} | buffers {g['buffers']} | activations {acts}")
             verdict = {True: "fits", False: "DOES NOT FIT", None: "fit unknown (activations not modelled)"}[row["fits"]]
             print(f"  peak {g['peak']} GiB of {row['gpu_mem_gib']:g} GiB: {verdict}")
             if row.get("note"):
