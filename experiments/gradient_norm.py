@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import shlex
 import statistics
 import sys
 from dataclasses import asdict, dataclass
@@ -33,6 +34,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.common.config import override
+from experiments.common.memory_plan import Layout, MethodSpec, RunPlan, add_dry_run_arguments, estimate, print_report, \
+    report_row
 from experiments.common.model_presets import get_preset
 from experiments.common.records import RunRecord
 from experiments.common.runner import Context, Run, experiment_main
@@ -70,6 +73,7 @@ PROFILES = {
 def add_arguments(p) -> None:
     p.add_argument("--task", default=None, help="math, code or both comma-separated")
     p.add_argument("--method", default=None, help="comma-separated methods (full, lora, pissa, miss)")
+    add_dry_run_arguments(p)
 
 
 def plan(ctx: Context) -> list[Run]:
@@ -85,6 +89,33 @@ def plan(ctx: Context) -> list[Run]:
                     runs.append(Run(run, {"preset": name, "task": task, "method": method, "r": r,
                                           "settings": asdict(s)}, s.seed))
     return runs
+
+
+def _model_id(s: GradNormSettings, preset) -> str:
+    return {"small": preset.small_model, "paper": preset.hub_id}.get(s.model, s.model)
+
+
+def dry_run(ctx: Context, runs: list[Run]) -> int:
+    """``--dry-run``: memory of each run's one forward and backward pass (one process, no optimizer)."""
+    rows = []
+    for run in runs:
+        s = GradNormSettings(**run.config["settings"])
+        preset = get_preset(run.config["preset"])
+        plan = RunPlan(model=_model_id(s, preset),
+                       method=MethodSpec(run.config["method"], run.config["r"], None, preset.target_modules),
+                       dtype="bfloat16" if ctx.profile.device == "cuda" else "float32", deepspeed=None,
+                       layout=Layout(1, 1), per_device_batch=s.batch_size, seq_len=s.max_length,
+                       gradient_checkpointing=s.gradient_checkpointing, optimizer=False)
+        sets = [a for kv in ctx.args.overrides for a in ("--set", kv)]
+        command = shlex.join([sys.executable, "experiments/gradient_norm.py", "--profile", ctx.profile.name, *sets,
+                              "--only", run.name])
+        try:
+            rows.append(report_row(run.name, plan, estimate(plan), ctx.args.gpu_mem, command))
+        except (ValueError, ImportError) as e:
+            rows.append(report_row(run.name, plan, None, ctx.args.gpu_mem, command, error=str(e)))
+    return print_report(EXPERIMENT, rows, lambda r: f"{r['model']}, {r['method']}" + (f" r{r['r']}" if r["r"] else "")
+                        + f", one GPU, {r['dtype']}, {r['per_device_batch']} x {r['seq_len']} tokens, no optimizer, "
+                        f"gradient checkpointing {'on' if r['gradient_checkpointing'] else 'off'}")
 
 
 def _batches(tokenizer, task: str, s: GradNormSettings, data_dir):
@@ -119,7 +150,7 @@ def execute(run: Run, record: RunRecord, ctx: Context) -> None:
 
         model_path = str(ensure_tiny_model(Path(ctx.args.runs_dir) / "_cache", ctx.data_dir))
     else:
-        model_path = {"small": preset.small_model, "paper": preset.hub_id}.get(s.model, s.model)
+        model_path = _model_id(s, preset)
     record.runtime["model"] = model_path
     seed_everything(s.seed, deterministic=not cuda)
 
@@ -163,7 +194,7 @@ def execute(run: Run, record: RunRecord, ctx: Context) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return experiment_main(EXPERIMENT, __doc__, plan, execute, argv=argv, add_arguments=add_arguments)
+    return experiment_main(EXPERIMENT, __doc__, plan, execute, argv=argv, add_arguments=add_arguments, dry_run=dry_run)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,11 @@
 
     python experiments/nlg_qwen3.py --profile paper [--task math] [--method miss] [--seed 42]
 
-Protocol: as ``nlg_llama2_7b.py`` (SPEC §3.5) on Qwen/Qwen3-4B-Base (the paper does not say base or
-post-trained). Trainable: LoRA/PiSSA r36 74.3M, DoRA 75.4M, MiSS r64 70.8M (the paper prints 70.1M).
+Protocol: as ``nlg_llama2_7b.py`` (SPEC §3.5) on Qwen/Qwen3-4B, the model the authors' released script
+names (the paper says only "Qwen3-4B"; the Base model has the same dimensions and counts). Trainable: LoRA/PiSSA r36 74.3M, DoRA 75.4M, MiSS r64 70.8M (the paper prints 70.1M).
 
 Expected (paper): MiSS 85.52 GSM8K / 34.82 MATH (the highest Math score of the table) / 74.48 HumanEval /
-78.05 MBPP, best average (68.22). Profiles: small trains Qwen/Qwen3-0.6B-Base on 20k rows.
+78.05 MBPP, best average (68.22). Profiles: small trains Qwen/Qwen3-0.6B on 20k rows.
 Runtime (estimated, not run: no GPU here): paper ~2-4 GPU-hours per math run on 8 A100s.
 """
 

@@ -8,8 +8,10 @@ from experiments.common.model_presets import (
     PAPER_TRAINABLE,
     PRESETS,
     matches_printed,
+    meta_model,
     peft_trainable_params,
     stored_config,
+    stored_config_name,
     target_linears,
     total_params,
     trainable_params,
@@ -62,3 +64,19 @@ def test_table_rows_cover_every_preset_with_paper_numbers():
     rows = trainable_table()
     assert {r["model"] for r in rows} == {p.paper_name for p in PRESETS.values()}
     assert all(r["match"] or r["note"] for r in rows)
+
+
+def test_qwen3_preset_is_the_authors_checkpoint():
+    """The authors' released script fine-tunes Qwen/Qwen3-4B (post-trained), not Qwen3-4B-Base."""
+    preset = PRESETS["qwen3-4b"]
+    assert preset.hub_id == "Qwen/Qwen3-4B" and preset.small_model == "Qwen/Qwen3-0.6B"
+    assert stored_config("qwen3-4b")["_source"].startswith("config.json of Qwen/Qwen3-4B,")
+
+
+def test_small_stand_ins_have_stored_dimensions():
+    """The memory planner builds the small profile's models from stored configs too (their published sizes)."""
+    assert stored_config_name("TinyLlama/TinyLlama_v1.1") == "tinyllama-1.1b"
+    assert stored_config_name(PRESETS["llama2-7b"].hub_id) == "llama2-7b"
+    assert stored_config_name("no/such-model") is None
+    assert sum(p.numel() for p in meta_model("tinyllama-1.1b").parameters()) == 1_100_048_384
+    assert sum(p.numel() for p in meta_model("qwen3-0.6b").parameters()) == 596_049_920

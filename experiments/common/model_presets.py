@@ -64,9 +64,10 @@ PRESETS: dict[str, ModelPreset] = {p.name: p for p in (
                 notes="no ~1B Mistral-architecture model exists; the small profile uses TinyLlama (GQA like Mistral)"),
     ModelPreset("llama2-13b", "Llama2-13B", "meta-llama/Llama-2-13b-hf", "TinyLlama/TinyLlama_v1.1", "transformers",
                 LLAMA_TARGETS, TABLE11, 128, "Table 5", "nlg_llama2_13b"),
-    ModelPreset("qwen3-4b", "Qwen3-4B", "Qwen/Qwen3-4B-Base", "Qwen/Qwen3-0.6B-Base", "transformers",
+    ModelPreset("qwen3-4b", "Qwen3-4B", "Qwen/Qwen3-4B", "Qwen/Qwen3-0.6B", "transformers",
                 LLAMA_TARGETS, TABLE10, 64, "Table 5", "nlg_qwen3",
-                notes="the paper says Qwen3-4B without saying base or post-trained; the base model is used"),
+                notes="the authors' released script fine-tunes Qwen/Qwen3-4B (the post-trained model, same "
+                      "dimensions as Qwen3-4B-Base); the small profile's stand-in is its post-trained 0.6B sibling"),
     ModelPreset("rwkv6-7b", "RWKV6-7B", "fla-hub/rwkv6-7B-finch", "fla-hub/rwkv6-1.6B-finch", "fla",
                 RWKV6_TARGETS, TABLE10, 64, "Table 5", "nlg_rwkv6", tasks=("math",), methods=("lora", "pissa", "miss"),
                 notes="Table 5 reports math only (code '--') and no DoRA row; RWKV needs the flash-linear-attention "
@@ -75,6 +76,17 @@ PRESETS: dict[str, ModelPreset] = {p.name: p for p in (
                 RWKV7_TARGETS, TABLE10, 64, "Table 9", "nlg_rwkv7", tasks=("math",), methods=("lora", "pissa", "miss"),
                 notes="Table 9 reports GSM8K only; ranks are not given for RWKV7, Table 10's are assumed"),
 )}
+
+
+# The small profile's stand-ins whose dimensions are stored too (for the memory planner); the RWKV
+# stand-ins are not (their configs were not available to check here).
+SMALL_MODEL_CONFIGS = {"TinyLlama/TinyLlama_v1.1": "tinyllama-1.1b", "Qwen/Qwen3-0.6B": "qwen3-0.6b"}
+
+
+def stored_config_name(model_id: str) -> str | None:
+    """The stored config holding ``model_id``'s dimensions, if there is one."""
+    by_hub_id = {p.hub_id: p.name for p in PRESETS.values()}
+    return by_hub_id.get(model_id) or SMALL_MODEL_CONFIGS.get(model_id)
 
 
 def get_preset(name: str) -> ModelPreset:
@@ -91,13 +103,18 @@ def stored_config(name: str) -> dict:
     return cfg
 
 
-def _hf_config(name: str):
+def hf_config(name: str):
+    """The transformers config of stored config ``name`` (RWKV needs flash-linear-attention installed)."""
     from transformers import AutoConfig
 
     cfg = {k: v for k, v in stored_config(name).items() if not k.startswith("_")}
     model_type = cfg.pop("model_type")
     if model_type in ("rwkv6", "rwkv7"):
-        import fla  # noqa: F401  (registers the RWKV configs with transformers)
+        try:
+            import fla  # noqa: F401  (registers the RWKV configs with transformers)
+        except ImportError as e:
+            raise ImportError(f"{name}: building an RWKV model (even on the meta device) needs "
+                              f"flash-linear-attention, which is not importable here ({e})") from e
     return AutoConfig.for_model(model_type, **cfg)
 
 
@@ -107,7 +124,7 @@ def meta_model(name: str):
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(_hf_config(name))
+        return AutoModelForCausalLM.from_config(hf_config(name))
 
 
 def _fla_available() -> bool:

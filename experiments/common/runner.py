@@ -145,7 +145,9 @@ def prepare_output_dir(run: Run, force: bool) -> None:
 def experiment_main(experiment: str, description: str, plan: PlanFn, execute: ExecuteFn,
                     argv: list[str] | None = None,
                     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
-                    stage: Stage | None = None) -> int:
+                    stage: Stage | None = None,
+                    dry_run: Callable[[Context, list[Run]], int] | None = None) -> int:
+    """``dry_run``: what ``--dry-run`` does with the planned runs instead of running them (its exit code)."""
     parser = build_parser(description)
     if add_arguments:
         add_arguments(parser)
@@ -175,6 +177,8 @@ def experiment_main(experiment: str, description: str, plan: PlanFn, execute: Ex
         extra = [{"name": name, "experiment": exp} for exp, name in stage_records]
         print(json.dumps(rows + extra, default=str))
         return 0
+    if dry_run is not None and args.dry_run:
+        return dry_run(ctx, runs)
     changed = {name: changes for name, (state, changes) in states.items() if state == "changed"}
     if changed and not args.force:
         for name, changes in changed.items():

@@ -7,7 +7,8 @@ process); the parent process reads the child's ``train_result.json`` into the ru
 Outputs of a run (checkpoints, adapter, merged model, log) go to ``<runs-dir>/<experiment>/<run>/``;
 running the script again resumes an unfinished run from its last checkpoint (``--force`` starts over).
 After the runs, the evaluation stage (``nlg_eval``) generates with and grades every trained run, writing
-``results/<experiment>-eval/<run>.json`` (``--no-eval`` skips it).
+``results/<experiment>-eval/<run>.json`` (``--no-eval`` skips it). ``--dry-run`` trains nothing: it prints
+each planned run's parameters, per-GPU memory and launch command (``memory_plan.py``).
 
 Profiles (``--set KEY=VALUE`` overrides any field of ``NLGSettings``):
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import socket
 import sys
 from dataclasses import asdict, dataclass
@@ -36,11 +38,12 @@ from pathlib import Path
 from typing import Any
 
 from .config import from_dict, override
+from .memory_plan import Layout, MethodSpec, RunPlan, add_dry_run_arguments, estimate, print_report, report_row
 from .model_presets import ModelPreset, get_preset, trainable_params
 from .nlg_eval import EVAL_STAGE, add_eval_arguments
 from .records import REPO_ROOT, RunRecord
 from .runner import Context, Run, experiment_main
-from .sft_trainer import RESULT_FILE, SFTConfig, gradient_accumulation
+from .sft_trainer import RESULT_FILE, SFTConfig, check_zero_stage, deepspeed_config, gradient_accumulation
 from .streams import run_streamed
 
 TASK_DATA = {
@@ -103,6 +106,7 @@ def add_nlg_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--launcher-args", default="",
                    help="extra arguments for the launcher, e.g. \"--num_nodes 2 --master_addr node1\"")
     add_eval_arguments(p)
+    add_dry_run_arguments(p)
 
 
 def _csv(value: str | None, cast=str) -> tuple | None:
@@ -242,7 +246,110 @@ def fill_record(record: RunRecord, result: dict[str, Any], run_config: dict[str,
     record.metrics["paper_model_trainable_params"] = trainable_params(preset, method, sft.get("r"))
 
 
+# --------------------------------------------------------------------------- --dry-run
+ASSUMED_GPUS_PER_NODE = 8
+
+
+def _launcher_option(launcher_args: str, name: str) -> str | None:
+    """The value of ``--name V`` or ``--name=V`` among the launcher arguments."""
+    args = shlex.split(launcher_args)
+    for i, a in enumerate(args):
+        if a == name and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def read_hostfile(path: str) -> list[tuple[str, int]]:
+    """``[(host, slots)]`` of a DeepSpeed hostfile (``host slots=N`` per line, ``#`` comments)."""
+    hosts = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        host, _, slots = line.partition(" slots=")
+        if not slots.strip().isdigit():
+            raise ValueError(f"hostfile {path}, line {n}: expected 'host slots=N', got {line!r}")
+        hosts.append((host.strip(), int(slots)))
+    if not hosts:
+        raise ValueError(f"hostfile {path} lists no hosts")
+    return hosts
+
+
+def launch_layout(settings: NLGSettings, hostfile: str | None, launcher_args: str) -> Layout:
+    """Nodes x processes per node the launch would start, read from the same settings the launch uses."""
+    if settings.launcher == "python":
+        return Layout(1, 1)
+    gpus = _launcher_option(launcher_args, "--num_gpus") or _launcher_option(launcher_args, "--nproc_per_node")
+    if settings.launcher == "deepspeed" and hostfile:
+        hosts = read_hostfile(hostfile)
+        nodes = _launcher_option(launcher_args, "--num_nodes")
+        hosts = hosts[:int(nodes)] if nodes else hosts
+        slots = {int(gpus)} if gpus else {s for _, s in hosts}
+        if len(slots) != 1:
+            raise ValueError(f"hostfile {hostfile}: hosts with different slot counts {sorted(slots)} are not planned; "
+                             "pass --launcher-args '--num_gpus N'")
+        return Layout(len(hosts), slots.pop())
+    nodes = int(_launcher_option(launcher_args, "--nnodes") or _launcher_option(launcher_args, "--num_nodes") or 1)
+    per_node = settings.nproc or (int(gpus) if gpus and gpus.isdigit() else None)
+    if per_node:
+        return Layout(nodes, per_node)
+    import torch
+
+    visible = torch.cuda.device_count()
+    if visible:
+        return Layout(nodes, visible)
+    return Layout(nodes, ASSUMED_GPUS_PER_NODE,
+                  assumed=f"no GPU is visible here and nproc is unset (every visible GPU): {ASSUMED_GPUS_PER_NODE} "
+                          "GPUs per node assumed; pass --set nproc=N for another count")
+
+
+def shell_command(argv: list[str], env: dict[str, str]) -> str:
+    """``argv`` as one shell line, prefixed by the environment variables the launch sets or changes."""
+    changed = [f"{k}={shlex.quote(v)}" for k, v in env.items() if os.environ.get(k) != v]
+    return " ".join([*changed, shlex.join(argv)])
+
+
+def run_plan(run: Run, ctx: Context) -> tuple[RunPlan, str]:
+    """The memory plan of one planned SFT run and the exact command that would launch it."""
+    settings = NLGSettings(**run.config["settings"])
+    sft = from_dict(SFTConfig, run.config["sft"], where=f"run {run.name}")
+    cuda = ctx.profile.device == "cuda"
+    layout = launch_layout(settings, ctx.args.hostfile, ctx.args.launcher_args)
+    plan = RunPlan(
+        model=sft.model, method=MethodSpec(sft.method, sft.r, sft.alpha, sft.target_modules, sft.method_kwargs),
+        dtype=("bfloat16" if cuda else "float32") if sft.dtype == "auto" else sft.dtype,
+        deepspeed=deepspeed_config(sft.deepspeed), layout=layout, per_device_batch=sft.per_device_batch,
+        seq_len=sft.max_length, gradient_checkpointing=sft.gradient_checkpointing)
+    argv, env = launch_command(settings, Path(sft.output_dir) / "sft_config.json", ctx.args.hostfile,
+                               ctx.args.launcher_args, cuda)
+    return plan, shell_command(argv, env)
+
+
+def describe_run(row: dict[str, Any]) -> str:
+    zero = "no DeepSpeed" if row["zero_stage"] is None else f"ZeRO-{row['zero_stage']}"
+    rank = f" r{row['r']}" if row["r"] else ""
+    return (f"{row['model']}, {row['method']}{rank}, {zero}, {row['nodes']} node(s) x {row['gpus_per_node']} GPU(s), "
+            f"{row['dtype']}, {row['per_device_batch']} x {row['seq_len']} tokens per GPU, gradient checkpointing "
+            f"{'on' if row['gradient_checkpointing'] else 'off'}")
+
+
+def dry_run_sft(ctx: Context, runs: list[Run]) -> int:
+    """``--dry-run``: each planned run's parameters, per-GPU memory and launch command; nothing is trained."""
+    rows = []
+    for run in runs:
+        plan, command = run_plan(run, ctx)
+        try:     # what the launch would refuse, refused here
+            gradient_accumulation(run.config["sft"]["global_batch"], plan.layout.world_size, plan.per_device_batch)
+            check_zero_stage(plan.method.method, plan.deepspeed)
+            rows.append(report_row(run.name, plan, estimate(plan), ctx.args.gpu_mem, command))
+        except (ValueError, ImportError) as e:     # a batch that cannot split; no stored dimensions; fla missing
+            rows.append(report_row(run.name, plan, None, ctx.args.gpu_mem, command, error=str(e)))
+    return print_report(ctx.experiment, rows, describe_run)
+
+
 def nlg_main(experiment: str, preset_name: str, description: str, argv: list[str] | None = None) -> int:
     preset = get_preset(preset_name)
     return experiment_main(experiment, description, lambda ctx: nlg_plan(ctx, preset), execute_sft,
-                           argv=argv, add_arguments=add_nlg_arguments, stage=EVAL_STAGE)
+                           argv=argv, add_arguments=add_nlg_arguments, stage=EVAL_STAGE, dry_run=dry_run_sft)

@@ -159,6 +159,15 @@ def zero_stage(ds_config: dict[str, Any] | None) -> int:
     return int((ds_config or {}).get("zero_optimization", {}).get("stage", 0))
 
 
+def check_zero_stage(method: str, ds_cfg: dict[str, Any] | None) -> None:
+    """Refuse, before training (not at save time), a method that cannot run under ZeRO-3: PiSSA's SVD and
+    DoRA's norms read the full frozen weights, and our own adapter layers save from rank 0 unsharded;
+    ZeRO-3 partitions both."""
+    if zero_stage(ds_cfg) == 3 and method not in ("lora", "miss", "full"):
+        raise ValueError(f"deepspeed: {method} cannot train with ZeRO-3 (its initialisation or its adapter "
+                         "saving needs unpartitioned weights); use deepspeed=zero2, the adapter is small")
+
+
 def torch_dtype(name: str, cuda: bool):
     import torch
 
@@ -263,11 +272,7 @@ def run_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     dtype = torch_dtype(cfg.dtype, cuda)
     ds_cfg = deepspeed_config(cfg.deepspeed)
-    # Checked before training, not at save time: PiSSA's SVD and DoRA's norms read the full frozen weights,
-    # and our own adapter layers save from rank 0 unsharded; ZeRO-3 partitions both.
-    if zero_stage(ds_cfg) == 3 and cfg.method not in ("lora", "miss", "full"):
-        raise ValueError(f"deepspeed: {cfg.method} cannot train with ZeRO-3 (its initialisation or its adapter "
-                         "saving needs unpartitioned weights); use deepspeed=zero2, the adapter is small")
+    check_zero_stage(cfg.method, ds_cfg)
     out = Path(cfg.output_dir)
     ckpt_dir = out / "checkpoints"
     seed_everything(cfg.seed, deterministic=not cuda)
