@@ -93,7 +93,15 @@ def random_rwkv(version: str, vocab_size: int, *, hidden_size: int = 128, interm
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        return transformers.AutoModelForCausalLM.from_config(config).float().eval()
+        model = transformers.AutoModelForCausalLM.from_config(config).float().eval()
+        # fla's init leaves some projections at zero (RWKV7's o_proj and ffn.value, the first layer of the
+        # low-rank helpers); no trained checkpoint has them, and with them zero the adapters before them get
+        # no gradient (PiSSA, the SVD of a zero matrix, none at all): they are drawn like the other weights
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, torch.nn.Linear) and not module.weight.any():
+                    module.weight.normal_(0.0, config.initializer_range)
+        return model
     finally:
         torch.random.set_rng_state(generator_state)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.common.sft_experiment import nlg_main
+from experiments.common.sft_experiment import RWKV_PROFILES, nlg_main
 
 if __name__ == "__main__":
-    sys.exit(nlg_main("nlg_rwkv6", "rwkv6-7b", __doc__))
+    sys.exit(nlg_main("nlg_rwkv6", "rwkv6-7b", __doc__, table=RWKV_PROFILES))

@@ -36,6 +36,7 @@ def test_tiny_rwkv_runs_forward_backward_and_generate_on_cpu(version, tiny_rwkv)
     tok = AutoTokenizer.from_pretrained(tiny_rwkv[version])
     model = AutoModelForCausalLM.from_pretrained(tiny_rwkv[version])
     assert model.config.model_type == version and model.config.hidden_size // 4 == 32   # head_dim 32
+    assert all(m.weight.any() for m in model.modules() if isinstance(m, torch.nn.Linear))   # like a trained model
     batch = tok(["Janet has 3 apples and buys 5 more."], return_tensors="pt")
     out = model(**batch, labels=batch["input_ids"])
     out.loss.backward()
@@ -49,7 +50,7 @@ def test_tiny_rwkv_runs_forward_backward_and_generate_on_cpu(version, tiny_rwkv)
 
 
 @pytest.mark.parametrize("version,method", [("rwkv6", "lora"), ("rwkv6", "miss"), ("rwkv7", "lora"),
-                                            ("rwkv7", "miss")])
+                                            ("rwkv7", "miss"), ("rwkv7", "pissa")])
 def test_tiny_rwkv_trains_with_the_paper_targets(version, method, tiny_rwkv, tmp_path, data_dir):
     res = run_sft(SFTConfig(
         model=str(tiny_rwkv[version]), method=method, r=16, output_dir=str(tmp_path / "out"),
