@@ -47,6 +47,10 @@ def test_tiny_rwkv_runs_forward_backward_and_generate_on_cpu(version, tiny_rwkv)
     with torch.no_grad():   # greedy decoding with the recurrent cache picks what one full pass ranks first
         logits = model(generated).logits[0, batch["input_ids"].shape[1] - 1:-1]
     assert torch.equal(logits.argmax(-1), generated[0, batch["input_ids"].shape[1]:])
+    tok.pad_token, tok.padding_side = tok.eos_token, "left"     # as the transformers eval backend batches
+    both = tok(["def add(a, b):", "Janet has 3 apples and buys 5 more."], return_tensors="pt", padding=True)
+    batched = model.generate(**both, max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    assert torch.equal(batched[1, both["input_ids"].shape[1]:], generated[0, batch["input_ids"].shape[1]:])
 
 
 @pytest.mark.parametrize("version,method", [("rwkv6", "lora"), ("rwkv6", "miss"), ("rwkv7", "lora"),
