@@ -3,36 +3,36 @@
 ``fla`` (flash-linear-attention 0.6.0) builds its RWKV models on any device, but their layers call Triton
 kernels, and Triton has no CPU driver ("0 active drivers"). Importing this module imports ``fla`` (which
 registers the RWKV6/RWKV7 configs and models with transformers) and installs a CPU path: each fla function
-below is swapped, under the name fla's code looks it up by at call time, for a dispatcher that runs our
-plain-PyTorch version when its first tensor argument is on the CPU and fla's own function otherwise. The
-model classes are untouched, and on CUDA every Triton kernel runs exactly as before. The SFT trainer and
+below is replaced, in the module namespace where fla's code looks it up at call time (fla's layers import
+these functions by name), by a dispatcher that runs our plain-PyTorch version when its first tensor
+argument is on the CPU and fla's own function otherwise. The model classes are untouched, and on CUDA
+every Triton kernel runs exactly as before. The SFT trainer and
 the evaluation worker import it through ``SFTConfig.import_modules`` (``sft_experiment``).
 
-=================================================  ===========================================================
-fla function (where it is looked up)               CPU implementation
-=================================================  ===========================================================
-``token_shift`` (RWKV6/7 layers and feed-forwards)  fla's ``token_shift_ref``, plus the decoding cache
-                                                   it lacks (the previous call's last token)
-``chunk_rwkv6``, ``fused_recurrent_rwkv6``         fla's ``naive_recurrent_rwkv6`` (one loop over time)
-``chunk_rwkv7``, ``fused_mul_recurrent_rwkv7``     fla's naive DPLR recurrence ``dplr_recurrence`` (RWKV7's
-                                                   state update is a diagonal-plus-low-rank delta rule)
-``fused_addcmul_rwkv7``                            fla's ``torch_addcmul_rwkv7``
-``fused_k_rwkv7``                                  fla's ``k_update_ref``
-``gate_output_correction``                         fla's ``gate_output_correction_ref``
-``l2_norm`` (RWKV7 layer, ``fuse_norm``)           ``x / sqrt(sum x^2 + eps)``, as fla's kernel
-``layer_norm``, ``group_norm`` (``LayerNorm``,     fla's ``layer_norm_ref``, ``rms_norm_ref``,
-``GroupNorm`` of ``fla.modules``)                  ``group_norm_ref``
-``swish_fwd/bwd``, ``sqrelu_fwd/bwd``              closed forms (fla compiles sqrelu with ``torch.compile``,
-(the ``ACT2FN`` activations' autograd functions)   which would need a C++ toolchain on CPU)
-``FusedCrossEntropyLoss`` (``fla.models``' loss)   a subclass whose forward computes the same loss with
-                                                   ``torch.nn.functional`` on CPU (fla's asserts a GPU)
-=================================================  ===========================================================
+What is replaced, and by what:
+
+- ``token_shift`` (RWKV6/RWKV7 layers and feed-forwards): fla's ``token_shift_ref``, plus the decoding
+  cache it lacks (the previous call's last token stands before the first one);
+- ``chunk_rwkv6``, ``fused_recurrent_rwkv6``: fla's ``naive_recurrent_rwkv6`` (one loop over time);
+- ``chunk_rwkv7``, ``fused_mul_recurrent_rwkv7``: fla's naive DPLR recurrence ``dplr_recurrence`` (RWKV7's
+  state update is a diagonal-plus-low-rank delta rule; fla's own kernels for it are the DPLR ones);
+- ``fused_addcmul_rwkv7``, ``fused_k_rwkv7``, ``gate_output_correction``: fla's ``torch_addcmul_rwkv7``,
+  ``k_update_ref``, ``gate_output_correction_ref``;
+- ``l2_norm`` (RWKV7 with ``fuse_norm``): ``x / sqrt(sum x^2 + eps)``, as fla's kernel;
+- ``layer_norm``, ``group_norm`` (called by ``fla.modules.LayerNorm`` / ``GroupNorm``): fla's
+  ``layer_norm_ref``, ``rms_norm_ref``, ``group_norm_ref``;
+- ``swish_fwd/bwd``, ``sqrelu_fwd/bwd`` (the autograd functions behind ``ACT2FN``): closed forms (fla
+  compiles sqrelu with ``torch.compile``, which needs a C++ toolchain on CPU);
+- ``FusedCrossEntropyLoss`` (the loss ``fla.models`` builds): a subclass computing the same loss with
+  ``torch.nn.functional`` for CPU tensors (fla's asserts a GPU device before anything else).
 
 Packed sequences (``cu_seqlens``), context parallelism and reverse recurrences are not used by the
 transformers path (padded batches) and raise ``NotImplementedError`` on CPU. The recurrences loop over
-time in Python: fine for the tiny models of the cpu profile (~0.1 s per training step), far too slow for a
-real RWKV checkpoint, which belongs on a GPU. ``tests/test_fla_cpu.py`` checks every op and a tiny model's
-logits and gradients against fla's own kernels run by Triton's interpreter.
+time in Python: fine for the cpu profile's tiny models (a 30-step run trained in 52-84 s, measured by
+``nlg_rwkv6.py`` / ``nlg_rwkv7.py --profile cpu`` on the busy 2-core machine), far too slow for a real RWKV
+checkpoint, which belongs on a GPU. ``tests/test_fla_cpu.py`` checks every replaced op, within a tiny
+model (logits, every gradient, decoding with the cache) and alone (``chunk_rwkv6`` past 64 tokens, the
+cross entropy), against fla's own kernels run by Triton's interpreter.
 """
 
 from __future__ import annotations
