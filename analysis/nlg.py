@@ -227,7 +227,8 @@ def table9(results: Results) -> Table:
     return Table(
         key="table9_rwkv7", title="Table 9: RWKV7-3B (GSM8K)",
         columns=["Method", "Trainable", "paper", "GSM8K", "paper", "GSM8K flexible", "profile"], rows=rows,
-        caption=("RWKV7-3B through flash-linear-attention (GPU only: its kernels are Triton). The paper prints only "
+        caption=("RWKV7-3B through flash-linear-attention (its Triton kernels on GPU; the cpu rows are a tiny random "
+                 "RWKV7 run through experiments/common/fla_cpu.py). The paper prints only "
                  "GSM8K (PiSSA's rule; flexible: the second grader). † marks a count the dimensions do not "
                  "reproduce at Table 10's r36: 47.2M is LoRA at r32. The base model is not scored by the evaluation "
                  "stage."))

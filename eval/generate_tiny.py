@@ -1,12 +1,14 @@
-"""Tiny random Llama models and their tokenizers, saved like hub models, for tests, benchmarks and the
-``cpu`` profile.
+"""Tiny random Llama (and RWKV) models and their tokenizers, saved like hub models, for tests, benchmarks
+and the ``cpu`` profile.
 
-Two pieces, shared by everything that needs a stand-in LLM:
+The pieces, shared by everything that needs a stand-in LLM:
 - ``train_bpe_tokenizer(texts, vocab_size)``: a byte-level BPE (GPT-2 style pre-tokenisation) trained
   offline, so any text round-trips through encode/decode; BOS ``<s>`` is prepended to every sequence,
   EOS is ``</s>``, there is no pad token (pad = EOS, SPEC §3.5);
 - ``random_llama(tokenizer, ...)``: a ``LlamaForCausalLM`` with seeded random weights, in sizes the vLLM
-  CPU backend serves (head_dim 32).
+  CPU backend serves (head_dim 32);
+- ``random_rwkv(version, vocab_size, ...)``: flash-linear-attention's RWKV6 or RWKV7 model, likewise
+  (it runs on CPU through ``experiments.common.fla_cpu``; transformers generates with it, vLLM cannot).
 
 ``build_tiny_llama(out_dir, texts)`` saves the generation tests' model: 2 layers, hidden 128, with the
 output head scaled up so greedy decoding has clear margins between the top tokens; float32 rounding
@@ -67,6 +69,39 @@ def random_llama(tokenizer, *, hidden_size: int = 128, intermediate_size: int = 
     torch.manual_seed(seed)
     try:
         return transformers.LlamaForCausalLM(config).eval()
+    finally:
+        torch.random.set_rng_state(generator_state)
+
+
+def random_rwkv(version: str, vocab_size: int, *, hidden_size: int = 128, intermediate_size: int = 352,
+                num_hidden_layers: int = 2, head_dim: int = 32, bos_token_id: int = 1, eos_token_id: int = 2,
+                seed: int = 0):
+    """A float32 RWKV6 or RWKV7 model of ``fla`` with weights drawn from ``seed`` (global RNG untouched)."""
+    import torch
+    import transformers
+    from fla.models import RWKV6Config, RWKV7Config
+
+    common = dict(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
+                  num_hidden_layers=num_hidden_layers, bos_token_id=bos_token_id, eos_token_id=eos_token_id,
+                  tie_word_embeddings=False)
+    if version == "rwkv6":   # expand_k = expand_v = 1 as in RWKV6-7B: key and value heads of head_dim
+        config = RWKV6Config(num_heads=hidden_size // head_dim, expand_k=1.0, expand_v=1.0, **common)
+    elif version == "rwkv7":
+        config = RWKV7Config(head_dim=head_dim, **common)
+    else:
+        raise ValueError(f"RWKV version must be rwkv6 or rwkv7, got {version!r}")
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = transformers.AutoModelForCausalLM.from_config(config).float().eval()
+        # fla's init leaves some projections at zero (RWKV7's o_proj and ffn.value, the first layer of the
+        # low-rank helpers); no trained checkpoint has them, and with them zero the adapters before them get
+        # no gradient (PiSSA, the SVD of a zero matrix, none at all): they are drawn like the other weights
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, torch.nn.Linear) and not module.weight.any():
+                    module.weight.normal_(0.0, config.initializer_range)
+        return model
     finally:
         torch.random.set_rng_state(generator_state)
 

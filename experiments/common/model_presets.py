@@ -46,6 +46,7 @@ class ModelPreset:
     tasks: tuple[str, ...] = ("math", "code")
     methods: tuple[str, ...] = ("lora", "dora", "pissa", "miss")
     notes: str = ""
+    cpu_stand_in: str = "llama"      # the cpu profile's tiny random model (tiny_model.TinyModelSpec.architecture)
 
     def rank_alpha(self, method: str) -> tuple[int | None, float | None]:
         """The paper's (r, alpha) for ``method``; full fine-tuning has neither."""
@@ -71,10 +72,12 @@ PRESETS: dict[str, ModelPreset] = {p.name: p for p in (
     ModelPreset("rwkv6-7b", "RWKV6-7B", "fla-hub/rwkv6-7B-finch", "fla-hub/rwkv6-1.6B-finch", "fla",
                 RWKV6_TARGETS, TABLE10, 64, "Table 5", "nlg_rwkv6", tasks=("math",), methods=("lora", "pissa", "miss"),
                 notes="Table 5 reports math only (code '--') and no DoRA row; RWKV needs the flash-linear-attention "
-                      "package and a GPU (its kernels are Triton-only)"),
+                      "package, whose Triton kernels run on GPUs (on CPU: experiments/common/fla_cpu.py, tiny models)",
+                cpu_stand_in="rwkv6"),
     ModelPreset("rwkv7-3b", "RWKV7-3B", "fla-hub/rwkv7-2.9B-world", "fla-hub/rwkv7-0.4B-world", "fla",
                 RWKV7_TARGETS, TABLE10, 64, "Table 9", "nlg_rwkv7", tasks=("math",), methods=("lora", "pissa", "miss"),
-                notes="Table 9 reports GSM8K only; ranks are not given for RWKV7, Table 10's are assumed"),
+                notes="Table 9 reports GSM8K only; ranks are not given for RWKV7, Table 10's are assumed",
+                cpu_stand_in="rwkv7"),
 )}
 
 

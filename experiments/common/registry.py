@@ -26,12 +26,14 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("nlg_llama2_7b", ("experiments/nlg_llama2_7b.py",),
                "Table 5 (Llama2-7B) and Fig. 5: math/code SFT; cpu: every method on the tiny model, 2-process DeepSpeed"),
     Experiment("rank_ablation", ("experiments/rank_ablation.py",), "Table 7: MiSS rank 16-128 on Llama2-7B"),
-    # the cpu profile of these would train the same tiny model again; RWKV needs a GPU (Triton kernels)
+    # the cpu profile of these would train the same tiny Llama again
     Experiment("nlg_mistral", ("experiments/nlg_mistral.py",), "Table 5 (Mistral-7B)", ("small", "paper")),
     Experiment("nlg_qwen3", ("experiments/nlg_qwen3.py",), "Table 5 (Qwen3-4B)", ("small", "paper")),
     Experiment("nlg_llama2_13b", ("experiments/nlg_llama2_13b.py",), "Table 5 (Llama2-13B)", ("small", "paper")),
-    Experiment("nlg_rwkv6", ("experiments/nlg_rwkv6.py",), "Table 5 (RWKV6-7B)", ("small", "paper")),
-    Experiment("nlg_rwkv7", ("experiments/nlg_rwkv7.py",), "Table 9 (RWKV7-3B)", ("small", "paper")),
+    Experiment("nlg_rwkv6", ("experiments/nlg_rwkv6.py",),
+               "Table 5 (RWKV6-7B); cpu: a tiny random RWKV6 through fla_cpu, LoRA/PiSSA/MiSS (pipeline check)"),
+    Experiment("nlg_rwkv7", ("experiments/nlg_rwkv7.py",),
+               "Table 9 (RWKV7-3B); cpu: a tiny random RWKV7 through fla_cpu, LoRA/PiSSA/MiSS (pipeline check)"),
     Experiment("glue", ("experiments/glue.py",),
                "Table 4: GLUE (RoBERTa-base; cpu: the real MiniLM-L6 encoder at a reduced budget)"),
     Experiment("vtab", ("experiments/vtab.py",), "Table 6: VTAB-1K with ViT-B/16 (cpu: a pipeline check)"),

@@ -15,9 +15,11 @@ Profiles (``--set KEY=VALUE`` overrides any field of ``NLGSettings``):
 ==========  =========================================  ==============================================
 profile     model and data                             training
 ==========  =========================================  ==============================================
-cpu         tiny random Llama (tiny_model.py); GSM8K   2 processes, DeepSpeed ZeRO-2 on CPU, global
-            train sample as MetaMathQA, MBPP train     batch 8, 30 steps, lr 1e-3 (a random model
-            tasks as code instructions                 barely moves at 2e-5 in 30 steps)
+cpu         tiny random Llama (tiny_model.py; the RWKV   2 processes, DeepSpeed ZeRO-2 on CPU, global
+            scripts: a tiny RWKV6/RWKV7 run through    batch 8, 30 steps, lr 1e-3 (a random model
+            fla_cpu.py); GSM8K train sample as         barely moves at 2e-5 in 30 steps)
+            MetaMathQA, MBPP train tasks as code
+            instructions
 small       the preset's ~1B stand-in; first 20k rows  all visible GPUs, ZeRO-2, bf16, global batch 64,
             of MetaMathQA / CodeFeedback-Python105K    lr 2e-5, 1 epoch
 paper       the paper's model; all 395k MetaMathQA     as small, full data, 2 seeds, the preset's global
@@ -33,7 +35,7 @@ import os
 import shlex
 import socket
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +92,10 @@ NLG_PROFILES: dict[str, NLGSettings] = {
 }
 
 
+# The RWKV scripts' cpu profile trains the methods of the paper's RWKV rows (no DoRA or full fine-tuning).
+RWKV_PROFILES: dict[str, NLGSettings] = {**NLG_PROFILES, "cpu": replace(NLG_PROFILES["cpu"], methods=None)}
+
+
 def settings_for(ctx: Context, table: dict[str, NLGSettings] = NLG_PROFILES) -> NLGSettings:
     base = table[ctx.profile.name]
     if not ctx.overrides:
@@ -138,7 +144,9 @@ def sft_run(ctx: Context, settings: NLGSettings, preset: ModelPreset, task: str,
         deepspeed=settings.deepspeed if settings.launcher != "python" else None,
         gradient_checkpointing=settings.gradient_checkpointing, seed=seed, save_steps=settings.save_steps,
         report_to=settings.report_to,
-        import_modules=("fla",) if preset.family == "fla" else (), trust_remote_code=preset.family == "fla",
+        # fla_cpu imports fla (which registers its RWKV models) and gives its Triton ops a CPU path
+        import_modules=("experiments.common.fla_cpu",) if preset.family == "fla" else (),
+        trust_remote_code=preset.family == "fla",
     )
     config = {"preset": preset.name, "paper_model": preset.paper_name, "task": task, "method": method,
               "settings": asdict(settings), "sft": sft.to_dict()}
@@ -146,10 +154,6 @@ def sft_run(ctx: Context, settings: NLGSettings, preset: ModelPreset, task: str,
 
 
 def nlg_plan(ctx: Context, preset: ModelPreset, table: dict[str, NLGSettings] = NLG_PROFILES) -> list[Run]:
-    if ctx.profile.name == "cpu" and preset.family == "fla":
-        print(f"[{ctx.experiment}] {preset.paper_name} is not run in the cpu profile: flash-linear-attention's "
-              "RWKV kernels are Triton-only (no CPU driver); use --profile small or paper on a GPU", file=sys.stderr)
-        return []
     s = settings_for(ctx, table)
     tasks = _csv(ctx.args.task) or s.tasks or preset.tasks
     methods = _csv(ctx.args.method) or s.methods or preset.methods
@@ -205,11 +209,12 @@ def execute_sft(run: Run, record: RunRecord, ctx: Context) -> None:
     sft = dict(run.config["sft"])
     out = Path(sft["output_dir"])
     if sft["model"] == "tiny":
-        from .tiny_model import ensure_tiny_model
+        from .tiny_model import TinyModelSpec, ensure_tiny_model
 
         if ctx.data_dir is None:
             raise ValueError("the cpu profile builds its tokenizer and data from the shared benchmark files: pass --data-dir")
-        sft["model"] = str(ensure_tiny_model(Path(ctx.args.runs_dir) / "_cache", ctx.data_dir))
+        spec = TinyModelSpec(architecture=get_preset(run.config["preset"]).cpu_stand_in)
+        sft["model"] = str(ensure_tiny_model(Path(ctx.args.runs_dir) / "_cache", ctx.data_dir, spec))
     record.runtime["model"] = sft["model"]
     cfg = from_dict(SFTConfig, sft, where=f"run {run.name}")
     cuda = torch.cuda.is_available()
@@ -349,7 +354,8 @@ def dry_run_sft(ctx: Context, runs: list[Run]) -> int:
     return print_report(ctx.experiment, rows, describe_run)
 
 
-def nlg_main(experiment: str, preset_name: str, description: str, argv: list[str] | None = None) -> int:
+def nlg_main(experiment: str, preset_name: str, description: str, argv: list[str] | None = None,
+             table: dict[str, NLGSettings] = NLG_PROFILES) -> int:
     preset = get_preset(preset_name)
-    return experiment_main(experiment, description, lambda ctx: nlg_plan(ctx, preset), execute_sft,
+    return experiment_main(experiment, description, lambda ctx: nlg_plan(ctx, preset, table), execute_sft,
                            argv=argv, add_arguments=add_nlg_arguments, stage=EVAL_STAGE, dry_run=dry_run_sft)

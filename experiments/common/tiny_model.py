@@ -1,5 +1,6 @@
-"""The ``cpu`` profile's stand-in LLM: a tiny Llama-architecture model with random weights and a
-byte-level BPE tokenizer trained offline on the local training text.
+"""The ``cpu`` profile's stand-in LLM: a tiny Llama-architecture model (or, for the RWKV scripts, a
+tiny RWKV6/RWKV7 of flash-linear-attention) with random weights and a byte-level BPE tokenizer trained
+offline on the local training text.
 
 Both are written with ``save_pretrained`` into one directory, so every later stage (the SFT trainer,
 merging, the vLLM CPU backend of the evaluation issue) loads them by path exactly as it would load a
@@ -16,7 +17,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from eval.generate_tiny import random_llama, train_bpe_tokenizer
+from eval.generate_tiny import random_llama, random_rwkv, train_bpe_tokenizer
 
 from .sft_data import PROMPT, gsm8k_as_metamath, mbpp_as_codefeedback
 
@@ -24,13 +25,14 @@ BUILD_VERSION = 1   # bump when the recipe below changes, so cached copies are r
 
 
 @dataclass(frozen=True)
-class TinyLlamaSpec:
+class TinyModelSpec:
+    architecture: str = "llama"       # or "rwkv6" / "rwkv7" (flash-linear-attention), of the same sizes
     vocab_size: int = 2048
     hidden_size: int = 128
     intermediate_size: int = 352
     num_hidden_layers: int = 2
-    num_attention_heads: int = 4      # head_dim = 32
-    num_key_value_heads: int = 2      # grouped-query attention: k/v are 128 -> 64, like Mistral/Qwen3
+    num_attention_heads: int = 4      # head_dim = 32 (RWKV: 4 heads of 32 in its time mixing)
+    num_key_value_heads: int = 2      # Llama only: grouped-query attention, k/v 128 -> 64 like Mistral/Qwen3
     max_position_embeddings: int = 1024
     seed: int = 0
 
@@ -48,16 +50,22 @@ def _corpus(data_dir: Path) -> list[str]:
     return texts
 
 
-def build_tiny_model(tokenizer, spec: TinyLlamaSpec):
+def build_tiny_model(tokenizer, spec: TinyModelSpec):
+    if spec.architecture != "llama":
+        return random_rwkv(spec.architecture, len(tokenizer), hidden_size=spec.hidden_size,
+                           intermediate_size=spec.intermediate_size, num_hidden_layers=spec.num_hidden_layers,
+                           head_dim=spec.head_dim, bos_token_id=tokenizer.bos_token_id,
+                           eos_token_id=tokenizer.eos_token_id, seed=spec.seed)
     return random_llama(tokenizer, hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
                         num_hidden_layers=spec.num_hidden_layers, num_attention_heads=spec.num_attention_heads,
                         num_key_value_heads=spec.num_key_value_heads,
                         max_position_embeddings=spec.max_position_embeddings, seed=spec.seed)
 
 
-def ensure_tiny_model(cache_dir: Path, data_dir: Path, spec: TinyLlamaSpec = TinyLlamaSpec()) -> Path:
+def ensure_tiny_model(cache_dir: Path, data_dir: Path, spec: TinyModelSpec = TinyModelSpec()) -> Path:
     """Directory holding the tiny model and its tokenizer, built on first use (atomically)."""
-    key = f"tiny-llama-v{BUILD_VERSION}-h{spec.hidden_size}-l{spec.num_hidden_layers}-v{spec.vocab_size}-s{spec.seed}"
+    key = (f"tiny-{spec.architecture}-v{BUILD_VERSION}-h{spec.hidden_size}-l{spec.num_hidden_layers}"
+           f"-v{spec.vocab_size}-s{spec.seed}")
     target = Path(cache_dir) / key
     if (target / "tiny_model.json").exists():
         return target
