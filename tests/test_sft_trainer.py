@@ -106,13 +106,14 @@ def test_saved_outputs_reproduce_the_trained_model(tiny, data_dir, tmp_path, met
         assert set(arts) == {"merged"}
         assert res["metrics"]["trainable_params"] == res["metrics"]["total_params"]
         assert not torch.allclose(_logits(AutoModelForCausalLM.from_pretrained(arts["merged"]), tok), base_logits)
-    else:   # an adapters-package method: our own safetensors + the hyperparameters to rebuild it
-        from adapters import inject, load_adapter
+    else:   # trained with our layers (adapters.inject): saved in PEFT's format, read by PEFT and by ours
+        import adapters
 
-        meta = json.loads((tmp_path / "adapter" / "adapter_meta.json").read_text())
-        model = inject(AutoModelForCausalLM.from_pretrained(tiny), meta["method"], meta["target_modules"], **meta["hyper"])
-        load_adapter(model, str(tmp_path / "adapter" / "adapter.safetensors"))
-        assert not torch.allclose(_logits(model, tok), base_logits)
+        ours = adapters.load_pretrained(AutoModelForCausalLM.from_pretrained(tiny), arts["adapter"])
+        theirs = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny), arts["adapter"])
+        assert theirs.peft_config["default"].peft_type == peft.PeftType.VERA
+        torch.testing.assert_close(_logits(ours, tok), _logits(theirs, tok), atol=1e-6, rtol=1e-5)
+        assert not torch.allclose(_logits(ours, tok), base_logits)
 
 
 @pytest.mark.slow

@@ -17,7 +17,8 @@ What a run does:
   (``experiments/configs/zero2.json``; ``zero3`` or none as options);
 - checkpoints every ``save_steps`` under ``<output_dir>/checkpoints``; a run started again resumes from
   the last one (on CPU the resumed run ends with bit-identical adapter weights, see the tests);
-- at the end (rank 0): the adapter in PEFT format (``adapter/``), MiSS also as an exact LoRA
+- at the end (rank 0): the adapter in PEFT format (``adapter/``; methods PEFT lacks in our format, which
+  ``adapters.load_pretrained`` reads, as it reads the PEFT ones), MiSS also as an exact LoRA
   (``lora/``), a merged full model for DoRA, PiSSA and full FT (``merged/``), and ``train_result.json``
   with the per-step loss, tokens seen and wall time, trainable parameters, peak memory and tokens/s.
 
@@ -427,8 +428,11 @@ def save_outputs(trainer, cfg: SFTConfig, tokenizer, stage: int) -> dict[str, st
             artifacts.update(_export_peft(model, cfg, tokenizer, out))
         _barrier()
         return artifacts
-    if trainer.is_world_process_zero():
-        artifacts.update(_save_own_adapter(model, cfg, out))
+    if trainer.is_world_process_zero():      # our layers: PEFT's format where PEFT has the method, ours otherwise
+        from adapters import save_pretrained
+
+        save_pretrained(model, out / "adapter", base_model_name_or_path=cfg.model, task_type="CAUSAL_LM")
+        artifacts["adapter"] = str(out / "adapter")
     _barrier()
     return artifacts
 
@@ -464,18 +468,6 @@ def load_trained_peft(base: str, adapter_dir: Path, dtype, trust_remote_code: bo
 
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, trust_remote_code=trust_remote_code)
     return peft.PeftModel.from_pretrained(model, str(adapter_dir))
-
-
-def _save_own_adapter(model, cfg: SFTConfig, out: Path) -> dict[str, str]:
-    """Our adapter layers' tensors from rank 0 (``run_sft`` refuses ZeRO-3 for these methods up front)."""
-    from adapters import save_adapter
-
-    (out / "adapter").mkdir(parents=True, exist_ok=True)
-    save_adapter(model, str(out / "adapter" / "adapter.safetensors"))
-    meta = {"method": cfg.method, "target_modules": list(cfg.target_modules),
-            "hyper": adapter_hyper(cfg.method, cfg.r, cfg.alpha, cfg.method_kwargs), "base_model": cfg.model}
-    (out / "adapter" / "adapter_meta.json").write_text(json.dumps(meta, indent=1))
-    return {"adapter": str(out / "adapter")}
 
 
 # --------------------------------------------------------------------------- entry point for launchers
