@@ -184,3 +184,28 @@ def test_launch_commands(tmp_path):
     assert argv[1:4] == ["-m", "torch.distributed.run", "--nproc_per_node=8"]
     argv, _ = launch_command(dataclasses.replace(s, launcher="python"), cfg, None, "", cuda=True)
     assert argv[1:] == ["-m", "experiments.common.sft_trainer", "--config", str(cfg)]
+
+
+def test_multi_node_launch_commands():
+    """One launch per node, no ssh: what each node's launcher is told (the run itself: test_sft_distributed)."""
+    import dataclasses
+
+    from experiments.common.sft_experiment import NLG_PROFILES, Nodes, launch_command
+
+    s, cfg = NLG_PROFILES["paper"], "run.json"
+    node1 = Nodes(2, 1, "10.0.0.1", 29555)
+    argv, _ = launch_command(s, cfg, "hosts", "", cuda=True, nodes=node1)
+    assert argv[1:12] == ["--hostfile", "hosts", "--no_ssh", "--node_rank", "1", "--num_nodes", "2",
+                          "--master_addr", "10.0.0.1", "--master_port", "29555"]
+    assert argv[12:] == ["--module", "experiments.common.sft_trainer", "--config", cfg]
+    argv, _ = launch_command(dataclasses.replace(s, launcher="torchrun", nproc=8), cfg, None, "", cuda=True, nodes=node1)
+    assert argv[3:8] == ["--nproc_per_node=8", "--nnodes=2", "--node_rank=1", "--master_addr=10.0.0.1",
+                         "--master_port=29555"]
+    with pytest.raises(ValueError, match="needs the job's hostfile"):
+        launch_command(s, cfg, None, "", cuda=True, nodes=node1)
+    with pytest.raises(ValueError, match="launcher=python runs one process"):
+        launch_command(dataclasses.replace(s, launcher="python"), cfg, None, "", cuda=True, nodes=node1)
+    with pytest.raises(ValueError, match=r"--node-rank 2 must be in 0..1"):
+        Nodes(2, 2, "10.0.0.1")
+    with pytest.raises(ValueError, match="needs --master-addr"):
+        Nodes(2, 0)

@@ -10,7 +10,10 @@ An experiment is a list of runs (``plan``) and a function that executes one run 
   directory written under another config is reported the same way, and ``--force`` starts it over;
 - a failed run writes a ``failed`` record and the loop goes on; the script exits 1 if any run failed;
 - a usage error (an unknown ``--set`` key, a value of the wrong type, a missing input) exits 2 with the
-  message and the valid keys, before any run starts.
+  message and the valid keys, before any run starts;
+- in a job of several machines (a script with ``--node-rank``, one launch per node), node 0 keeps the
+  records, stamps the output directories and runs the stage; the other nodes only execute the same runs
+  (they read node 0's records, on a filesystem all nodes share, to skip the finished ones).
 """
 
 from __future__ import annotations
@@ -178,19 +181,22 @@ def experiment_main(experiment: str, description: str, plan: PlanFn, execute: Ex
               file=sys.stderr)
         return 2
 
+    follower = getattr(args, "node_rank", 0) > 0
     failed = skipped = 0
     for i, run in enumerate(runs, 1):
         if not args.force and states[run.name][0] == "done":
             skipped += 1
             continue
         print(f"[{experiment}] run {i}/{len(runs)}: {run.name}", file=sys.stderr, flush=True)
-        tracker = RunTracker(ctx.results_dir, experiment, run.name, ctx.profile.name, run.config, run.seed)
+        tracker = RunTracker(ctx.results_dir, experiment, run.name, ctx.profile.name, run.config, run.seed,
+                             write=not follower)
         with tracker as record:
-            prepare_output_dir(run, args.force)
+            if not follower:
+                prepare_output_dir(run, args.force)
             execute(run, record, ctx)
         failed += record.status == "failed"
     print(f"[{experiment}] {len(runs)} runs: {len(runs) - failed - skipped} ran, {skipped} already done, "
           f"{failed} failed", file=sys.stderr)
-    if stage is not None:
+    if stage is not None and not follower:
         failed += stage.run(ctx, runs)
     return 1 if failed else 0
