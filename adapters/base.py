@@ -50,6 +50,7 @@ class AdapterLayer(nn.Module, abc.ABC):
         self.base_layer = base_layer
         self.module_name = module_name
         self.merged = False
+        self.hyper: dict[str, Any] | None = None     # every hyperparameter, set by ``inject`` (for saving)
         for p in self.base_layer.parameters():
             p.requires_grad_(False)
 

@@ -31,9 +31,14 @@ def _matches(name: str, patterns: Sequence[str]) -> bool:
     return False
 
 
+def _hyper_defaults(cls: type[AdapterLayer]) -> dict[str, Any]:
+    params = inspect.signature(cls.__init__).parameters
+    return {n: p.default for n, p in params.items() if n not in ("self", "base_layer", "module_name", "shared")}
+
+
 def _check_hyper(cls: type[AdapterLayer], hyper: dict[str, Any]) -> None:
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "base_layer", "module_name", "shared"}
-    unknown = sorted(set(hyper) - accepted)
+    accepted = _hyper_defaults(cls)
+    unknown = sorted(set(hyper) - set(accepted))
     if unknown:
         raise AdapterError(f"method '{cls.method}' has no hyperparameter(s) {unknown}; it takes {sorted(accepted)}")
 
@@ -76,6 +81,8 @@ def inject(
     for i, (name, layer) in enumerate(targets):
         extra = {"shared": shared} if shared is not None else {}
         wrapped = cls(layer, module_name=name, **extra, **hyper)
+        # Every hyperparameter, defaults included, so save_pretrained can rebuild the layer exactly.
+        wrapped.hyper = {**_hyper_defaults(cls), **hyper}
         if shared is not None and i == 0:
             # One layer owns the shared tensors (one copy in state dicts, moved once by .to());
             # the others hold plain references (AdapterLayer.bind_shared).

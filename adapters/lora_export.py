@@ -19,8 +19,6 @@ as are other adapter methods and trained non-adapter modules (a LoRA directory w
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from pathlib import Path
 
 import torch
@@ -29,10 +27,10 @@ from torch import nn
 from .base import ADAPTER_PREFIX
 from .inject import adapter_layers
 from .methods.miss import MiSSLinear, selection_matrix
+from .peft_format import PEFT_PREFIX, peft_target_modules, value_and_pattern
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_NAME = "adapter_config.json"
-PEFT_PREFIX = "base_model.model."
 
 
 class LoRAExportError(ValueError):
@@ -163,23 +161,6 @@ def _module_names(model: nn.Module) -> list[str]:
     return [n for n, _ in model.named_modules()]
 
 
-def _target_modules(adapted: list[str], all_names: list[str]) -> list[str]:
-    """Short names (``q_proj``) where every module so named is adapted, full paths otherwise.
-
-    PEFT and vLLM match a plain entry against the end of a module's dotted path, so a short name is exact
-    only when no unadapted module shares it.
-    """
-    adapted_set = set(adapted)
-    targets = []
-    for leaf in sorted({n.rsplit(".", 1)[-1] for n in adapted}):
-        same_leaf = [n for n in all_names if n == leaf or n.endswith("." + leaf)]
-        if all(n in adapted_set for n in same_leaf):
-            targets.append(leaf)
-        else:
-            targets.extend(sorted(n for n in adapted if n.rsplit(".", 1)[-1] == leaf))
-    return targets
-
-
 def _write_lora_dir(
     out_dir: Path,
     factors: dict[str, tuple[torch.Tensor, torch.Tensor]],
@@ -191,16 +172,12 @@ def _write_lora_dir(
     from peft import LoraConfig
     from safetensors.torch import save_file
 
-    ranks = {name: a.shape[0] for name, (a, _) in factors.items()}
     # The most frequent rank is the config's r; the others go to rank_pattern with alpha = rank (scaling 1).
-    # Patterns are regexes in both PEFT and vLLM, hence the escaping.
-    counts = Counter(ranks.values())
-    r = max(counts, key=lambda k: (counts[k], k))
-    pattern = {re.escape(name): rank for name, rank in sorted(ranks.items()) if rank != r}
+    r, pattern = value_and_pattern({name: a.shape[0] for name, (a, _) in factors.items()})
     config = LoraConfig(
         r=r,
         lora_alpha=r,
-        target_modules=_target_modules(list(factors), all_names),
+        target_modules=peft_target_modules(list(factors), all_names),
         rank_pattern=pattern,
         alpha_pattern=dict(pattern),
         lora_dropout=0.0,

@@ -108,7 +108,7 @@ def dry_run(ctx: Context, runs: list[Run]) -> int:
                        gradient_checkpointing=s.gradient_checkpointing, optimizer=False)
         sets = [a for kv in ctx.args.overrides for a in ("--set", kv)]
         command = shlex.join([sys.executable, "experiments/gradient_norm.py", "--profile", ctx.profile.name, *sets,
-                              "--only", run.name])
+                              "--runs", run.name])
         try:
             rows.append(report_row(run.name, plan, estimate(plan), ctx.args.gpu_mem, command))
         except (ValueError, ImportError) as e:

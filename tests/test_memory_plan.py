@@ -327,11 +327,11 @@ def test_gradient_norm_dry_run_has_no_optimizer_state(capsys):
     assert all(r["bytes"]["optimizer"] == 0 and r["world_size"] == 1 for r in rows)
     full = next(r for r in rows if r["run"] == "llama2-7b-math-full")
     assert full["bytes"]["gradients"] == full["bytes"]["weights"] == 2 * 6_738_415_616
-    assert all(r["command"].endswith(f"--only {r['run']}") for r in rows)
+    assert all(r["command"].endswith(f"--runs {r['run']}") for r in rows)
 
 
 def test_dry_run_refuses_what_the_launch_would_refuse(tmp_path, capsys):
-    """DoRA under ZeRO-3 (the trainer refuses it) and a global batch the devices cannot split."""
+    """VeRA under ZeRO-3 (our own layers: the trainer refuses it) and a global batch the devices cannot split."""
     from experiments.common.sft_experiment import nlg_main
 
     def main(*extra):
@@ -339,8 +339,8 @@ def test_dry_run_refuses_what_the_launch_would_refuse(tmp_path, capsys):
                         ["--profile", "paper", "--dry-run", "--task", "math", "--seed", "42", "--runs-dir",
                          str(tmp_path), *extra], capsys)
 
-    rc, out, rows = main("--method", "dora,lora", "--set", "deepspeed=zero3", "--set", "nproc=8")
+    rc, out, rows = main("--method", "vera,lora", "--set", "r=16", "--set", "deepspeed=zero3", "--set", "nproc=8")
     assert rc == 1 and [r["fits"] for r in rows] == [False, True]
-    assert "dora cannot train with ZeRO-3" in rows[0]["error"] and rows[1]["zero_stage"] == 3
+    assert "vera cannot train with ZeRO-3" in rows[0]["error"] and rows[1]["zero_stage"] == 3
     rc, out, rows = main("--method", "lora", "--set", "nproc=3")
     assert rc == 1 and "global batch 64 is not devices (3)" in rows[0]["error"]

@@ -106,13 +106,14 @@ def test_saved_outputs_reproduce_the_trained_model(tiny, data_dir, tmp_path, met
         assert set(arts) == {"merged"}
         assert res["metrics"]["trainable_params"] == res["metrics"]["total_params"]
         assert not torch.allclose(_logits(AutoModelForCausalLM.from_pretrained(arts["merged"]), tok), base_logits)
-    else:   # an adapters-package method: our own safetensors + the hyperparameters to rebuild it
-        from adapters import inject, load_adapter
+    else:   # trained with our layers (adapters.inject): saved in PEFT's format, read by PEFT and by ours
+        import adapters
 
-        meta = json.loads((tmp_path / "adapter" / "adapter_meta.json").read_text())
-        model = inject(AutoModelForCausalLM.from_pretrained(tiny), meta["method"], meta["target_modules"], **meta["hyper"])
-        load_adapter(model, str(tmp_path / "adapter" / "adapter.safetensors"))
-        assert not torch.allclose(_logits(model, tok), base_logits)
+        ours = adapters.load_pretrained(AutoModelForCausalLM.from_pretrained(tiny), arts["adapter"])
+        theirs = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny), arts["adapter"])
+        assert theirs.peft_config["default"].peft_type == peft.PeftType.VERA
+        torch.testing.assert_close(_logits(ours, tok), _logits(theirs, tok), atol=1e-6, rtol=1e-5)
+        assert not torch.allclose(_logits(ours, tok), base_logits)
 
 
 @pytest.mark.slow
@@ -198,3 +199,28 @@ def test_report_to_tensorboard_writes_events_and_unknown_or_missing_integrations
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     with pytest.raises(ValueError, match="report_to=wandb needs the wandb package"):
         _cfg(tiny, data_dir, tmp_path / "x", "lora", report_to=("wandb",))
+
+
+def test_multi_node_launch_commands():
+    """One launch per node, no ssh: what each node's launcher is told (the run itself: test_sft_distributed)."""
+    import dataclasses
+
+    from experiments.common.sft_experiment import NLG_PROFILES, Nodes, launch_command
+
+    s, cfg = NLG_PROFILES["paper"], "run.json"
+    node1 = Nodes(2, 1, "10.0.0.1", 29555)
+    argv, _ = launch_command(s, cfg, "hosts", "", cuda=True, nodes=node1)
+    assert argv[1:12] == ["--hostfile", "hosts", "--no_ssh", "--node_rank", "1", "--num_nodes", "2",
+                          "--master_addr", "10.0.0.1", "--master_port", "29555"]
+    assert argv[12:] == ["--module", "experiments.common.sft_trainer", "--config", cfg]
+    argv, _ = launch_command(dataclasses.replace(s, launcher="torchrun", nproc=8), cfg, None, "", cuda=True, nodes=node1)
+    assert argv[3:8] == ["--nproc_per_node=8", "--nnodes=2", "--node_rank=1", "--master_addr=10.0.0.1",
+                         "--master_port=29555"]
+    with pytest.raises(ValueError, match="needs the job's hostfile"):
+        launch_command(s, cfg, None, "", cuda=True, nodes=node1)
+    with pytest.raises(ValueError, match="launcher=python runs one process"):
+        launch_command(dataclasses.replace(s, launcher="python"), cfg, None, "", cuda=True, nodes=node1)
+    with pytest.raises(ValueError, match=r"--node-rank 2 must be in 0..1"):
+        Nodes(2, 2, "10.0.0.1")
+    with pytest.raises(ValueError, match="needs --master-addr"):
+        Nodes(2, 0)

@@ -218,8 +218,9 @@ class RunTracker:
     """
 
     def __init__(self, results_dir: Path, experiment: str, run: str, profile: str,
-                 config: dict[str, Any], seed: int | None = None) -> None:
+                 config: dict[str, Any], seed: int | None = None, write: bool = True) -> None:
         self.results_dir = Path(results_dir)
+        self.write = write          # False: report a failure but keep no record (a follower node of a job)
         config = copy.deepcopy(config)       # the record's config is the planned one, whatever the run mutates
         self.record = RunRecord(experiment=experiment, run=run, profile=profile, config=config,
                                 config_hash=config_hash(config), seed=seed)
@@ -247,5 +248,6 @@ class RunTracker:
             rec.error = f"{exc_type.__name__}: {exc}"
             rec.traceback = "".join(traceback.format_exception(exc_type, exc, tb))
             print(f"[{rec.experiment}/{rec.run}] FAILED: {rec.error}", file=sys.stderr)
-        write_record(self.results_dir, rec)
+        if self.write:
+            write_record(self.results_dir, rec)
         return exc is not None and not issubclass(exc_type, KeyboardInterrupt)

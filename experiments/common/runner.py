@@ -10,7 +10,10 @@ An experiment is a list of runs (``plan``) and a function that executes one run 
   directory written under another config is reported the same way, and ``--force`` starts it over;
 - a failed run writes a ``failed`` record and the loop goes on; the script exits 1 if any run failed;
 - a usage error (an unknown ``--set`` key, a value of the wrong type, a missing input) exits 2 with the
-  message and the valid keys, before any run starts.
+  message and the valid keys, before any run starts;
+- in a job of several machines (a script with ``--node-rank``, one launch per node), node 0 keeps the
+  records, stamps the output directories and runs the stage; the other nodes only execute the same runs
+  (they read node 0's records, on a filesystem all nodes share, to skip the finished ones).
 """
 
 from __future__ import annotations
@@ -189,6 +192,9 @@ def experiment_main(experiment: str, description: str, plan: PlanFn, execute: Ex
               file=sys.stderr)
         return 2
 
+    # On a multi-node launch only node 0 writes records and stamps output directories; the other nodes
+    # (node_rank > 0, see sft_experiment's --nnodes) train the same runs and read node 0's records.
+    follower = getattr(args, "node_rank", 0) > 0
     todo = [r for r in runs if args.force or states[r.name][0] != "done"]
     skipped = len(runs) - len(todo)
     if skipped:
@@ -200,13 +206,15 @@ def experiment_main(experiment: str, description: str, plan: PlanFn, execute: Ex
         eta = f" | ETA {_duration(elapsed / (i - 1) * (len(todo) - i + 1))}" if i > 1 else ""
         print(f"[{experiment}] run {i}/{len(todo)} {run.name} | elapsed {_duration(elapsed)}{eta} | record "
               f"{record_path(ctx.results_dir, experiment, ctx.profile.name, run.name)}", file=sys.stderr, flush=True)
-        tracker = RunTracker(ctx.results_dir, experiment, run.name, ctx.profile.name, run.config, run.seed)
+        tracker = RunTracker(ctx.results_dir, experiment, run.name, ctx.profile.name, run.config, run.seed,
+                             write=not follower)
         with tracker as record:
-            prepare_output_dir(run, args.force)
+            if not follower:
+                prepare_output_dir(run, args.force)
             execute(run, record, ctx)
         failed += record.status == "failed"
     print(f"[{experiment}] {len(runs)} runs: {len(todo) - failed} ran, {skipped} already done, {failed} failed "
           f"({_duration(time.perf_counter() - t0)})", file=sys.stderr)
-    if stage is not None:
+    if stage is not None and not follower:
         failed += stage.run(ctx, runs)
     return 1 if failed else 0

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .config import from_dict, override
+from .config import ConfigError, from_dict, override
 from .memory_plan import Layout, MethodSpec, RunPlan, add_dry_run_arguments, estimate, print_report, report_row
 from .model_presets import ModelPreset, get_preset, trainable_params
 from .nlg_eval import EVAL_STAGE, add_eval_arguments
@@ -108,11 +108,50 @@ def add_nlg_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default=None, help="comma-separated methods (default: the paper's for this model)")
     p.add_argument("--seed", default=None, help="comma-separated seeds (default: the profile's)")
     p.add_argument("--hostfile", default=None,
-                   help="DeepSpeed hostfile ('host slots=N' per line) for a multi-node run; passed to the launcher")
+                   help="DeepSpeed hostfile ('host slots=N' per line, node 0 first) for a multi-node run; passed to "
+                        "the launcher (with ssh from node 0, or with --nnodes: one launch per node, no ssh)")
     p.add_argument("--launcher-args", default="",
                    help="extra arguments for the launcher, e.g. \"--num_nodes 2 --master_addr node1\"")
+    nodes = p.add_argument_group("multi-node without ssh (one launch per node, e.g. srun; see scripts/slurm_nlg.sbatch)")
+    nodes.add_argument("--nnodes", type=int, default=1, help="machines in the job (default 1)")
+    nodes.add_argument("--node-rank", type=int, default=0,
+                       help="this machine's rank, 0..nnodes-1; node 0 writes the records and runs the eval stage")
+    nodes.add_argument("--master-addr", default=None, help="address of node 0, reachable from every node")
+    nodes.add_argument("--master-port", type=int, default=29500, help="a free TCP port on node 0 (default 29500)")
     add_eval_arguments(p)
     add_dry_run_arguments(p)
+
+
+@dataclass(frozen=True)
+class Nodes:
+    """This process's place in a job of ``count`` machines, each started by its own launch (no ssh).
+
+    Every node runs the same script with the same arguments but ``--node-rank``; the runs' output
+    directories (checkpoints hold every rank's optimiser shard) must be on a filesystem all nodes share.
+    """
+
+    count: int = 1
+    rank: int = 0
+    master_addr: str | None = None
+    master_port: int = 29500
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.rank < self.count:
+            raise ValueError(f"--node-rank {self.rank} must be in 0..{self.count - 1} (--nnodes {self.count})")
+        if self.count > 1 and not self.master_addr:
+            raise ValueError("--nnodes > 1 needs --master-addr (the address of node 0, the same on every node)")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Nodes":
+        return cls(getattr(args, "nnodes", 1), getattr(args, "node_rank", 0), getattr(args, "master_addr", None),
+                   getattr(args, "master_port", 29500))
+
+    def write_hostfile(self, path: Path, slots: int) -> Path:
+        """A DeepSpeed hostfile of ``count`` nodes with ``slots`` processes each. With ``--no_ssh`` the
+        launcher only counts the lines (its world layout) and picks line ``rank``; the names are labels."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"node{i} slots={slots}\n" for i in range(self.count)))
+        return path
 
 
 def _csv(value: str | None, cast=str) -> tuple | None:
@@ -125,6 +164,10 @@ def sft_run(ctx: Context, settings: NLGSettings, preset: ModelPreset, task: str,
     """One planned run: its resolved ``SFTConfig`` (model path resolved at execute time for ``tiny``)."""
     if task not in TASK_DATA:
         raise ValueError(f"unknown task {task!r}; choose math or code")
+    try:        # a usage error, reported before any run starts
+        Nodes.from_args(ctx.args)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     source, qf, rf, n = TASK_DATA[task][settings.data]
     paper_r, paper_alpha = preset.rank_alpha(method) if method in preset.hparams or method == "full" else (None, None)
     r = r or settings.r or paper_r
@@ -169,8 +212,13 @@ def _free_port() -> int:
 
 
 def launch_command(settings: NLGSettings, config_path: Path, hostfile: str | None, launcher_args: str,
-                   cuda: bool) -> tuple[list[str], dict[str, str]]:
-    """argv and environment that start ``sft_trainer`` on ``config_path`` with the chosen launcher."""
+                   cuda: bool, nodes: Nodes = Nodes()) -> tuple[list[str], dict[str, str]]:
+    """argv and environment that start ``sft_trainer`` on ``config_path`` with the chosen launcher.
+
+    With ``nodes.count > 1`` this is one node's launch of the job (every node runs its own): DeepSpeed's
+    ``--no_ssh --node_rank`` with ``hostfile`` (required then; node 0 first), or torchrun's
+    ``--nnodes --node_rank``; both rendezvous at ``nodes.master_addr:master_port``.
+    """
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
     nproc = settings.nproc
@@ -183,20 +231,30 @@ def launch_command(settings: NLGSettings, config_path: Path, hostfile: str | Non
         env.setdefault("OMP_NUM_THREADS", "1")
     module = ["-m", "experiments.common.sft_trainer", "--config", str(config_path)]
     extra = launcher_args.split()
+    multi = nodes.count > 1
     if settings.launcher == "python":
+        if multi:
+            raise ValueError("launcher=python runs one process; use deepspeed or torchrun for --nnodes > 1")
         return [sys.executable, *module], env
     if settings.launcher == "torchrun":
-        return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc or 'gpu'}",
-                f"--master_port={_free_port()}", *extra, *module], env
+        where = ([f"--nnodes={nodes.count}", f"--node_rank={nodes.rank}", f"--master_addr={nodes.master_addr}",
+                  f"--master_port={nodes.master_port}"] if multi else [f"--master_port={_free_port()}"])
+        return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc or 'gpu'}", *where,
+                *extra, *module], env
     if settings.launcher != "deepspeed":
         raise ValueError(f"launcher must be deepspeed, torchrun or python, got {settings.launcher!r}")
     exe = Path(sys.executable).with_name("deepspeed")
     argv = [str(exe) if exe.exists() else "deepspeed"]
-    if hostfile:
+    if multi:
+        if not hostfile:
+            raise ValueError("a DeepSpeed launch per node (--nnodes > 1) needs the job's hostfile")
+        argv += ["--hostfile", hostfile, "--no_ssh", "--node_rank", str(nodes.rank), "--num_nodes", str(nodes.count),
+                 "--master_addr", nodes.master_addr, "--master_port", str(nodes.master_port)]
+    elif hostfile:
         argv += ["--hostfile", hostfile]
     elif nproc:
         argv += ["--num_gpus", str(nproc)]
-    if "--master_port" not in launcher_args:
+    if not multi and "--master_port" not in launcher_args:
         argv += ["--master_port", str(_free_port())]
     return [*argv, *extra, "--module", *module[1:]], env
 
@@ -208,6 +266,10 @@ def execute_sft(run: Run, record: RunRecord, ctx: Context) -> None:
     settings = NLGSettings(**run.config["settings"])
     sft = dict(run.config["sft"])
     out = Path(sft["output_dir"])
+    nodes = Nodes.from_args(ctx.args)
+    # Node 0 owns the run's directory (it may clear it with --force while the others start); the
+    # other nodes keep their launch files and log beside it. The training itself writes into `out`.
+    own = out if nodes.rank == 0 else out.parent / f"_node{nodes.rank}" / out.name
     if sft["model"] == "tiny":
         from .tiny_model import TinyModelSpec, ensure_tiny_model
 
@@ -218,26 +280,31 @@ def execute_sft(run: Run, record: RunRecord, ctx: Context) -> None:
     record.runtime["model"] = sft["model"]
     cfg = from_dict(SFTConfig, sft, where=f"run {run.name}")
     cuda = torch.cuda.is_available()
-    if settings.nproc and not ctx.args.hostfile:      # fail before launching if the batch cannot be split
-        gradient_accumulation(cfg.global_batch, settings.nproc, cfg.per_device_batch)
+    slots = settings.nproc or (torch.cuda.device_count() if cuda else 1)
+    if (settings.nproc or nodes.count > 1) and not ctx.args.hostfile:   # fail before launching if the batch cannot be split
+        gradient_accumulation(cfg.global_batch, slots * nodes.count, cfg.per_device_batch)
 
-    out.mkdir(parents=True, exist_ok=True)
-    config_path = out / "sft_config.json"
+    own.mkdir(parents=True, exist_ok=True)
+    config_path = own / "sft_config.json"
     config_path.write_text(json.dumps(cfg.to_dict(), indent=1))
-    (out / RESULT_FILE).unlink(missing_ok=True)
-    argv, env = launch_command(settings, config_path, ctx.args.hostfile, ctx.args.launcher_args, cuda)
+    hostfile = ctx.args.hostfile
+    if nodes.count > 1 and not hostfile:
+        hostfile = str(nodes.write_hostfile(own / "hostfile", slots))
+    if nodes.rank == 0:
+        (out / RESULT_FILE).unlink(missing_ok=True)
+    argv, env = launch_command(settings, config_path, hostfile, ctx.args.launcher_args, cuda, nodes)
     if cfg.report_to:
         env.setdefault("TENSORBOARD_LOGGING_DIR", str(out / "tensorboard"))
     record.runtime["launch"] = argv
-    log = out / "train.log"
+    log = own / "train.log"
     print(f"[{ctx.experiment}/{run.name}] output {out}\n[{ctx.experiment}/{run.name}] log    {log}",
           file=sys.stderr, flush=True)
     rc = run_streamed(argv, log, env=env, cwd=REPO_ROOT)
-    if rc != 0 or not (out / RESULT_FILE).exists():
+    if rc != 0 or (nodes.rank == 0 and not (out / RESULT_FILE).exists()):
         tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-40:])
         raise RuntimeError(f"training exited with code {rc} (log: {log}); last lines:\n{tail}")
-    result = json.loads((out / RESULT_FILE).read_text())
-    fill_record(record, result, run.config)
+    if nodes.rank == 0:         # global rank 0 (on node 0) wrote the result; node 0 keeps the record
+        fill_record(record, json.loads((out / RESULT_FILE).read_text()), run.config)
 
 
 def fill_record(record: RunRecord, result: dict[str, Any], run_config: dict[str, Any]) -> None:
@@ -282,10 +349,12 @@ def read_hostfile(path: str) -> list[tuple[str, int]]:
     return hosts
 
 
-def launch_layout(settings: NLGSettings, hostfile: str | None, launcher_args: str) -> Layout:
+def launch_layout(settings: NLGSettings, hostfile: str | None, launcher_args: str, nodes: Nodes = Nodes()) -> Layout:
     """Nodes x processes per node the launch would start, read from the same settings the launch uses."""
     if settings.launcher == "python":
         return Layout(1, 1)
+    if nodes.count > 1 and not hostfile:         # one launch per node (--nnodes): nproc (or every GPU) on each
+        return replace(launch_layout(settings, None, launcher_args), nodes=nodes.count)
     gpus = _launcher_option(launcher_args, "--num_gpus") or _launcher_option(launcher_args, "--nproc_per_node")
     if settings.launcher == "deepspeed" and hostfile:
         hosts = read_hostfile(hostfile)
@@ -321,14 +390,16 @@ def run_plan(run: Run, ctx: Context) -> tuple[RunPlan, str]:
     settings = NLGSettings(**run.config["settings"])
     sft = from_dict(SFTConfig, run.config["sft"], where=f"run {run.name}")
     cuda = ctx.profile.device == "cuda"
-    layout = launch_layout(settings, ctx.args.hostfile, ctx.args.launcher_args)
+    nodes = Nodes.from_args(ctx.args)
+    layout = launch_layout(settings, ctx.args.hostfile, ctx.args.launcher_args, nodes)
     plan = RunPlan(
         model=sft.model, method=MethodSpec(sft.method, sft.r, sft.alpha, sft.target_modules, sft.method_kwargs),
         dtype=("bfloat16" if cuda else "float32") if sft.dtype == "auto" else sft.dtype,
         deepspeed=deepspeed_config(sft.deepspeed), layout=layout, per_device_batch=sft.per_device_batch,
         seq_len=sft.max_length, gradient_checkpointing=sft.gradient_checkpointing)
-    argv, env = launch_command(settings, Path(sft.output_dir) / "sft_config.json", ctx.args.hostfile,
-                               ctx.args.launcher_args, cuda)
+    hostfile = ctx.args.hostfile or (str(Path(sft.output_dir) / "hostfile") if nodes.count > 1 else None)
+    argv, env = launch_command(settings, Path(sft.output_dir) / "sft_config.json", hostfile,
+                               ctx.args.launcher_args, cuda, nodes)
     return plan, shell_command(argv, env)
 
 

@@ -5,6 +5,7 @@ One run = one ``SFTConfig``. Launch it on one or many machines with any launcher
 
     deepspeed --num_gpus 8 --module experiments.common.sft_trainer --config run.json
     deepspeed --hostfile hostfile --module experiments.common.sft_trainer --config run.json
+    deepspeed --hostfile hostfile --no_ssh --node_rank R --master_addr node0 ...   # on each node R, no ssh
     torchrun --nproc_per_node 8 -m experiments.common.sft_trainer --config run.json
 
 (the experiment scripts write ``run.json`` and call the launcher for you; see ``sft_experiment.py``).
@@ -14,10 +15,11 @@ What a run does:
   other method of ``adapters.METHODS`` through ``adapters.inject``, and ``full`` fine-tuning;
 - AdamW, cosine schedule, no warmup, weight decay 0, gradient clipping 1.0, bf16 on GPU, global batch =
   devices x per-device batch x accumulation (checked, accumulation derived), DeepSpeed ZeRO-2 by default
-  (``experiments/configs/zero2.json``; ``zero3`` or none as options);
+  (``experiments/configs/zero2.json``; ``zero3`` (PEFT's methods and full fine-tuning) or none as options);
 - checkpoints every ``save_steps`` under ``<output_dir>/checkpoints``; a run started again resumes from
   the last one (on CPU the resumed run ends with bit-identical adapter weights, see the tests);
-- at the end (rank 0): the adapter in PEFT format (``adapter/``), MiSS also as an exact LoRA
+- at the end (rank 0): the adapter in PEFT format (``adapter/``; methods PEFT lacks in our format, which
+  ``adapters.load_pretrained`` reads, as it reads the PEFT ones), MiSS also as an exact LoRA
   (``lora/``), a merged full model for DoRA, PiSSA and full FT (``merged/``), and ``train_result.json``
   with the per-step loss, tokens seen and wall time, trainable parameters, peak memory and tokens/s.
 
@@ -160,12 +162,16 @@ def zero_stage(ds_config: dict[str, Any] | None) -> int:
 
 
 def check_zero_stage(method: str, ds_cfg: dict[str, Any] | None) -> None:
-    """Refuse, before training (not at save time), a method that cannot run under ZeRO-3: PiSSA's SVD and
-    DoRA's norms read the full frozen weights, and our own adapter layers save from rank 0 unsharded;
-    ZeRO-3 partitions both."""
-    if zero_stage(ds_cfg) == 3 and method not in ("lora", "miss", "full"):
-        raise ValueError(f"deepspeed: {method} cannot train with ZeRO-3 (its initialisation or its adapter "
-                         "saving needs unpartitioned weights); use deepspeed=zero2, the adapter is small")
+    """Refuse, before training (not at save time), a method that cannot run under ZeRO-3.
+
+    PEFT's layers are ZeRO-3 aware (PiSSA's SVD and DoRA's norm gather the partitioned weight,
+    Trainer.save_model gathers the adapter; tests/test_sft_distributed.py). Ours are not: saving reads the
+    tensors as rank 0 holds them, and ZeRO-3 partitions every tensor above stage3_param_persistence_threshold
+    (VeRA at threshold 0 saved 0-element tensors)."""
+    if zero_stage(ds_cfg) == 3 and method not in (*PEFT_METHODS, "full"):
+        raise ValueError(f"deepspeed: {method} cannot train with ZeRO-3: it trains with this repository's "
+                         "adapter layers, which are not ZeRO-3 aware (they would be saved from rank 0's partition "
+                         "of each tensor); use deepspeed=zero2, the adapter's state is small")
 
 
 def torch_dtype(name: str, cuda: bool):
@@ -333,7 +339,7 @@ def run_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     peak_mb, peak_kind = _peak_memory_max_over_ranks()
     artifacts = save_outputs(trainer, cfg, tokenizer, zero_stage(ds_cfg))
     result = _result(cfg, trainer, train_out, dataset, trainable, total_params, world, accum, peak_mb, peak_kind,
-                     ds_cfg, dtype, last, artifacts)
+                     dtype, last, artifacts)
     if trainer.is_world_process_zero():
         write_json_atomic(out / RESULT_FILE, result)
     return result
@@ -368,6 +374,12 @@ def _peak_memory_max_over_ranks() -> tuple[float, str]:
     return round(mb, 1), kind + " (max over ranks)"
 
 
+def _engine_zero_stage(trainer) -> int:
+    """The ZeRO stage the DeepSpeed engine ran (0 without DeepSpeed): what happened, not what was asked."""
+    engine = trainer.model_wrapped if trainer.is_deepspeed_enabled else None
+    return int(engine.zero_optimization_stage()) if hasattr(engine, "zero_optimization_stage") else 0
+
+
 def _curves(log_history: list[dict[str, Any]]) -> dict[str, list]:
     rows = [h for h in log_history if "loss" in h]
     return {
@@ -381,7 +393,7 @@ def _curves(log_history: list[dict[str, Any]]) -> dict[str, list]:
 
 
 def _result(cfg, trainer, train_out, dataset, trainable, total_params, world, accum, peak_mb, peak_kind,
-            ds_cfg, dtype, resumed_from, artifacts) -> dict[str, Any]:
+            dtype, resumed_from, artifacts) -> dict[str, Any]:
     curves = _curves(trainer.state.log_history)
     losses = [x for x in curves["loss"] if isinstance(x, (int, float)) and math.isfinite(x)]
     k = max(1, min(5, len(losses) // 4))
@@ -409,7 +421,7 @@ def _result(cfg, trainer, train_out, dataset, trainable, total_params, world, ac
             "per_device_batch": cfg.per_device_batch,
             "gradient_accumulation": accum,
             "global_batch": cfg.global_batch,
-            "zero_stage": zero_stage(ds_cfg),
+            "zero_stage": _engine_zero_stage(trainer),
             "dtype": str(dtype).replace("torch.", ""),
             "device": "cuda" if trainer.args.device.type == "cuda" else trainer.args.device.type,
             "resumed_from": Path(resumed_from).name if resumed_from else None,
@@ -444,8 +456,11 @@ def save_outputs(trainer, cfg: SFTConfig, tokenizer, stage: int) -> dict[str, st
             artifacts.update(_export_peft(model, cfg, tokenizer, out))
         _barrier()
         return artifacts
-    if trainer.is_world_process_zero():
-        artifacts.update(_save_own_adapter(model, cfg, out))
+    if trainer.is_world_process_zero():      # our layers: PEFT's format where PEFT has the method, ours otherwise
+        from adapters import save_pretrained
+
+        save_pretrained(model, out / "adapter", base_model_name_or_path=cfg.model, task_type="CAUSAL_LM")
+        artifacts["adapter"] = str(out / "adapter")
     _barrier()
     return artifacts
 
@@ -481,18 +496,6 @@ def load_trained_peft(base: str, adapter_dir: Path, dtype, trust_remote_code: bo
 
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, trust_remote_code=trust_remote_code)
     return peft.PeftModel.from_pretrained(model, str(adapter_dir))
-
-
-def _save_own_adapter(model, cfg: SFTConfig, out: Path) -> dict[str, str]:
-    """Our adapter layers' tensors from rank 0 (``run_sft`` refuses ZeRO-3 for these methods up front)."""
-    from adapters import save_adapter
-
-    (out / "adapter").mkdir(parents=True, exist_ok=True)
-    save_adapter(model, str(out / "adapter" / "adapter.safetensors"))
-    meta = {"method": cfg.method, "target_modules": list(cfg.target_modules),
-            "hyper": adapter_hyper(cfg.method, cfg.r, cfg.alpha, cfg.method_kwargs), "base_model": cfg.model}
-    (out / "adapter" / "adapter_meta.json").write_text(json.dumps(meta, indent=1))
-    return {"adapter": str(out / "adapter")}
 
 
 # --------------------------------------------------------------------------- entry point for launchers
