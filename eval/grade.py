@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eval import code, humaneval, mbpp
+from eval import code_grading, humaneval, mbpp
 from eval.common import atomic_write_json, atomic_write_jsonl, data_source, read_jsonl
 from eval.tasks import ANSWER_TASKS, CODE_TASKS, TASKS
 
@@ -58,7 +58,7 @@ def grade_code_rows(task: str, rows: list[dict], tasks: dict[str, dict], source:
     if missing:
         raise KeyError(f"{task}: ids not in the dataset ({source.get('dataset')}): {missing[:5]}")
     items = [(row.get("output") or "", tasks[row["id"]]) for row in rows]
-    verdicts = code.parallel_map(functools.partial(_check_one, task, timeout=timeout), items, jobs=jobs)
+    verdicts = code_grading.parallel_map(functools.partial(_check_one, task, timeout=timeout), items, jobs=jobs)
     graded = []
     for row, verdict in zip(rows, verdicts):
         extracted = module.extract(row.get("output") or "")

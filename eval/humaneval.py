@@ -1,7 +1,7 @@
 """HumanEval (164 problems): PiSSA prompt, post-processing and pass@1 (greedy) (SPEC §3.6).
 
 Prompt: "Create a Python script for this problem:\\n" + the task's prompt in the PiSSA code template (every
-four spaces become a tab, as in pissa-dataset). Grading: ``eval.code.postprocess`` of the output (rule
+four spaces become a tab, as in pissa-dataset). Grading: ``eval.code_grading.postprocess`` of the output (rule
 ``pissa``, the only rule), appended to the task prompt as EvalPlus does for a "completion", then the
 tests. Backend ``own``: the original HumanEval ``check(candidate)`` tests in ``eval.sandbox``. Backend
 ``evalplus``: HumanEval+ base/plus inputs (``eval.plus``), used when its data file is available locally.
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 
-from eval import code, plus, sandbox
-from eval.code import Verdict
+from eval import code_grading, plus, sandbox
+from eval.code_grading import Verdict
 from eval.common import CODE_TEMPLATE, TaskSpec, load_hub, local_file, read_jsonl, render_code_prompt
 
 SPEC = TaskSpec(
@@ -61,7 +61,7 @@ def load_examples(data_dir: str | os.PathLike | None = None) -> list[dict]:
 def extract(text: str, rule: str = "pissa") -> str | None:
     if rule != "pissa":
         raise ValueError(f"unknown humaneval rule {rule!r}; expected one of {RULES}")
-    return code.postprocess(text)
+    return code_grading.postprocess(text)
 
 
 def tests_for(task: dict) -> str:
@@ -71,11 +71,11 @@ def tests_for(task: dict) -> str:
 def check(completion: str, task: dict, *, timeout: float | None = None, postprocess: bool = True,
           limits: sandbox.Limits | None = None) -> Verdict:
     """Grade one completion (raw model output unless ``postprocess=False``) against ``task``."""
-    body = code.postprocess(completion) if postprocess else completion
+    body = code_grading.postprocess(completion) if postprocess else completion
     solution = task["prompt"] + body
     if "base_input" in task:
         return plus.check(solution, task, timeout=timeout, limits=limits)
-    return code.run_tests(solution, tests_for(task), timeout=timeout or code.DEFAULT_TIMEOUT, limits=limits)
+    return code_grading.run_tests(solution, tests_for(task), timeout=timeout or code_grading.DEFAULT_TIMEOUT, limits=limits)
 
 
 def is_correct(text: str, gold: dict, rule: str = "pissa") -> bool:

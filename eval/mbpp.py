@@ -8,7 +8,7 @@ Task sets:
   ``test500``: the standard test split, task ids 11-510 of the full ``mbpp.jsonl``; prompt text = ``text``,
   tests = ``test_setup_code`` + ``test_list``.
 Instruction: "{text} Your code should satisfy the following assertion:\\n```python\\n{first test}\\n```" in the
-PiSSA code template. Grading: ``eval.code.postprocess`` of the output, then the tests (backend ``own``), or
+PiSSA code template. Grading: ``eval.code_grading.postprocess`` of the output, then the tests (backend ``own``), or
 MBPP+ base/plus inputs (backend ``evalplus``, ``pissa399`` only) when its data file is available.
 """
 
@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import os
 
-from eval import code, plus, sandbox
-from eval.code import Verdict
+from eval import code_grading, plus, sandbox
+from eval.code_grading import Verdict
 from eval.common import CODE_TEMPLATE, TaskSpec, load_hub, local_file, open_text, read_jsonl, render_code_prompt
 
 SPEC = TaskSpec(
@@ -117,16 +117,16 @@ def load_examples(data_dir: str | os.PathLike | None = None, task_set: str = "pi
 def extract(text: str, rule: str = "pissa") -> str | None:
     if rule != "pissa":
         raise ValueError(f"unknown mbpp rule {rule!r}; expected one of {RULES}")
-    return code.postprocess(text)
+    return code_grading.postprocess(text)
 
 
 def check(completion: str, task: dict, *, timeout: float | None = None, postprocess: bool = True,
           limits: sandbox.Limits | None = None) -> Verdict:
     """Grade one completion (raw model output unless ``postprocess=False``) against ``task``."""
-    body = code.postprocess(completion) if postprocess else completion
+    body = code_grading.postprocess(completion) if postprocess else completion
     if "base_input" in task:
         return plus.check(task["prompt"] + body, task, timeout=timeout, limits=limits)
-    return code.run_tests(body, task["tests"], timeout=timeout or code.DEFAULT_TIMEOUT, limits=limits)
+    return code_grading.run_tests(body, task["tests"], timeout=timeout or code_grading.DEFAULT_TIMEOUT, limits=limits)
 
 
 def is_correct(text: str, gold: dict, rule: str = "pissa") -> bool:

@@ -23,7 +23,7 @@ import re
 import secrets
 from pathlib import Path
 from eval import sandbox
-from eval.code import Verdict
+from eval.code_grading import Verdict
 from eval.common import iter_jsonl, sha256_file
 
 FILE_STEMS = {"humaneval": "HumanEvalPlus", "mbpp": "MbppPlus"}

@@ -13,7 +13,7 @@ import json
 import pytest
 
 from eval import gsm8k, humaneval, mbpp
-from eval import math as math_task
+from eval import math_task
 
 
 @pytest.fixture(scope="module")
