@@ -89,6 +89,21 @@ def plan(ctx: Context) -> list[Run]:
     return runs
 
 
+def check_inputs(ctx: Context, runs: list[Run]) -> None:
+    """The local training files and the tiny model's corpus the planned runs read, before the first run."""
+    from eval.data_files import require
+    from experiments.common.sft_data import local_source_files
+    from experiments.common.tiny_model import CORPUS_FILES
+
+    files: list[str] = []
+    for run in runs:
+        s = GradNormSettings(**run.config["settings"])
+        files += local_source_files([TASK_DATA[run.config["task"]][s.data][0]])
+        if s.model == "tiny":
+            files += CORPUS_FILES
+    require(files, ctx.data_dir)
+
+
 def _batches(tokenizer, task: str, s: GradNormSettings, data_dir):
     from experiments.common.sft_data import DataSpec, SFTCollator, prepare_tokenizer, read_pairs, tokenize_pairs
 
@@ -165,7 +180,8 @@ def execute(run: Run, record: RunRecord, ctx: Context) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return experiment_main(EXPERIMENT, __doc__, plan, execute, argv=argv, add_arguments=add_arguments)
+    return experiment_main(EXPERIMENT, __doc__, plan, execute, argv=argv, add_arguments=add_arguments,
+                           check_inputs=check_inputs)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .profiles import PROFILES, Profile, default_data_dir, get_profile
+from .profiles import PROFILES, Profile, get_profile
 from .records import DEFAULT_RESULTS_DIR, RunRecord, RunTracker, is_done
 
 
@@ -35,7 +35,7 @@ class Context:
     experiment: str
     profile: Profile
     results_dir: Path
-    data_dir: Path | None
+    data_dir: Path | None          # --data-dir: searched first for each data file (eval.data_files)
     force: bool
     overrides: dict[str, Any] = field(default_factory=dict)
     args: argparse.Namespace | None = None
@@ -43,6 +43,7 @@ class Context:
 
 PlanFn = Callable[[Context], list[Run]]
 ExecuteFn = Callable[[Run, RunRecord, Context], None]
+CheckInputsFn = Callable[[Context, list[Run]], None]   # raises eval.data_files.DataFileError for a missing input
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--profile", default="cpu", choices=sorted(PROFILES), help="scale to run at (default: cpu)")
     p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR, help="where records go (default: results/)")
     p.add_argument("--data-dir", type=Path, default=None,
-                   help="local data directory (default: $MISS_DATA_DIR, else ../shared/data if present)")
+                   help="data directory searched first for each data file, before $MISS_DATA_DIR and the "
+                        "repository's data/ (see data/README.md)")
     p.add_argument("--force", action="store_true", help="redo runs whose successful record exists")
     p.add_argument("--only", default=None, help="run only the runs whose name matches this glob")
     p.add_argument("--plan", action="store_true", help="print the runs as JSON and exit")
@@ -71,7 +73,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
 def experiment_main(experiment: str, description: str, plan: PlanFn, execute: ExecuteFn,
                     argv: list[str] | None = None,
                     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
-                    stage: Stage | None = None) -> int:
+                    stage: Stage | None = None, check_inputs: CheckInputsFn | None = None) -> int:
     from .config import parse_overrides
 
     parser = build_parser(description)
@@ -82,7 +84,7 @@ def experiment_main(experiment: str, description: str, plan: PlanFn, execute: Ex
         experiment=experiment,
         profile=get_profile(args.profile),
         results_dir=args.results_dir,
-        data_dir=args.data_dir or default_data_dir(),
+        data_dir=args.data_dir,
         force=args.force,
         overrides=parse_overrides(args.overrides),
         args=args,
@@ -97,6 +99,14 @@ def experiment_main(experiment: str, description: str, plan: PlanFn, execute: Ex
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise ValueError(f"{experiment}: run names are not unique: {sorted(n for n in names if names.count(n) > 1)}")
+    if check_inputs is not None:      # a missing input stops here, before any run, as a usage error
+        from eval.data_files import DataFileError
+
+        try:
+            check_inputs(ctx, runs)
+        except DataFileError as e:
+            print(f"[{experiment}] {e}", file=sys.stderr)
+            return 2
 
     failed = skipped = 0
     for i, run in enumerate(runs, 1):
