@@ -82,15 +82,18 @@ def open_text(path: str | os.PathLike) -> Any:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    with open_text(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    return list(iter_jsonl(path))
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
+    """The rows of a JSONL file (``.gz`` too); a line that is not JSON is a ``ValueError`` naming file and line."""
     with open_text(path) as fh:
-        for line in fh:
+        for n, line in enumerate(fh, 1):
             if line.strip():
-                yield json.loads(line)
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{n}: not valid JSON ({e})") from None
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
