@@ -5,5 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup_env.sh
 set -euo pipefail
-export MISS_DATA_DIR="${MISS_DATA_DIR:-$(cd .. && pwd)/shared/data}"
 exec python -m pytest "$@"

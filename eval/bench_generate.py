@@ -137,10 +137,16 @@ class Worker:
 
 
 # ---------------------------------------------------------------------------------------------- parent
+def _gsm8k_test(data_dir: str | None) -> Path | None:
+    from eval.data_files import locate_first
+
+    return locate_first(("gsm8k/test.jsonl",), data_dir)
+
+
 def _prompts(data_dir: str | None, n: int) -> tuple[list[str], str]:
     from eval.common import ALPACA_HEADER, render_math_prompt
 
-    if data_dir and (Path(data_dir) / "gsm8k" / "test.jsonl").is_file():
+    if _gsm8k_test(data_dir) is not None:
         from eval import gsm8k
 
         return [ex["prompt"] for ex in gsm8k.load_examples(data_dir)[:n]], "gsm8k test (PiSSA prompt)"
@@ -158,9 +164,8 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         from eval.common import read_jsonl
         from eval.generate_tiny import build_tiny_llama
 
-        texts = []
-        if args.data_dir and (Path(args.data_dir) / "gsm8k" / "test.jsonl").is_file():
-            texts = [r["question"] for r in read_jsonl(Path(args.data_dir) / "gsm8k" / "test.jsonl")[:300]]
+        gsm8k_test = _gsm8k_test(args.data_dir)
+        texts = [r["question"] for r in read_jsonl(gsm8k_test)[:300]] if gsm8k_test else []
         model = str(build_tiny_llama(work / "tiny_llama", texts))
     config = {"model": model, "prompts": prompts, "max_new_tokens": args.max_new_tokens, "dtype": args.dtype,
               "enforce_eager": args.enforce_eager, "hf_batch_size": args.hf_batch_size,
@@ -235,7 +240,8 @@ def format_table(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m eval.bench_generate", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="model directory or hub id (default: a tiny random Llama built on the fly)")
-    p.add_argument("--data-dir", default=os.environ.get("MISS_DATA_DIR"), help="for GSM8K prompts")
+    p.add_argument("--data-dir", help="data directory searched first for the GSM8K test prompts (then "
+                                      "$MISS_DATA_DIR, then the repository's data/)")
     p.add_argument("--n-prompts", type=int, default=32)
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--repeats", type=int, default=4)

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from eval.data_files import describe, locate
 
 # The Alpaca template of PiSSA's evaluation files (SPEC §3.5/3.6). Math prompts are primed with
 # "Let's think step by step."; code prompts have three newlines before "### Instruction:" and every
@@ -50,7 +51,7 @@ class TaskSpec:
     hub_id: str  # where the data comes from when no local data directory is given
     hub_config: str | None
     hub_split: str
-    local_files: tuple[str, ...]  # paths relative to a data directory laid out like shared/data
+    local_files: tuple[str, ...]  # paths relative to a data directory laid out like the repository's data/
     prompt_template: str
     rules: tuple[str, ...]  # grading rules; the first is the paper's column
     stop: tuple[str, ...] = ()  # PiSSA generated with no stop strings: EOS or the token limit ends a sample
@@ -81,23 +82,18 @@ def open_text(path: str | os.PathLike) -> Any:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    with open_text(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    return list(iter_jsonl(path))
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
+    """The rows of a JSONL file (``.gz`` too); a line that is not JSON is a ``ValueError`` naming file and line."""
     with open_text(path) as fh:
-        for line in fh:
+        for n, line in enumerate(fh, 1):
             if line.strip():
-                yield json.loads(line)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{n}: not valid JSON ({e})") from None
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -127,16 +123,6 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
-def local_file(data_dir: str | os.PathLike | None, relative: str) -> Path | None:
-    """``data_dir/relative`` when a data directory is given (it must then exist), else None."""
-    if data_dir is None:
-        return None
-    path = Path(data_dir) / relative
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found (data directory layout: see shared/data/README.md)")
-    return path
-
-
 def load_hub(hub_id: str, config: str | None, split: str) -> list[dict]:
     """Rows of a Hugging Face hub dataset (needs network or a warm hub cache)."""
     from datasets import load_dataset
@@ -145,13 +131,11 @@ def load_hub(hub_id: str, config: str | None, split: str) -> list[dict]:
     return [dict(row) for row in ds]
 
 
-def data_source(spec: TaskSpec, data_dir: str | os.PathLike | None) -> dict[str, Any]:
-    """Where a task's data came from, recorded next to every score."""
-    if data_dir is None:
+def data_source(spec: TaskSpec, data_dir: str | os.PathLike | None = None, *, hub: bool = True) -> dict[str, Any]:
+    """Where a task's data came from, recorded next to every score: each local file the task's loaders
+    resolve (``eval.data_files``; path and sha256), or the hub dataset when none is found and ``hub``."""
+    found = {rel: locate(rel, data_dir, hub=hub) for rel in spec.local_files}
+    files = {rel: describe(path) for rel, path in found.items() if path is not None}
+    if not files:
         return {"source": "hub", "hub_id": spec.hub_id, "config": spec.hub_config, "split": spec.hub_split}
-    files = {}
-    for rel in spec.local_files:
-        path = Path(data_dir) / rel
-        if path.is_file():
-            files[rel] = sha256_file(path)
-    return {"source": "local", "data_dir": str(data_dir), "sha256": files}
+    return {"source": "local", "files": files}

@@ -25,7 +25,7 @@ Examples::
     python -m eval.generate --model meta-llama/Llama-2-7b-hf --tasks gsm8k math --out-dir runs/eval/llama2 \\
         --adapter miss=runs/nlg/miss/lora --adapter lora=runs/nlg/lora/adapter --with-base
     python -m eval.generate --model runs/nlg/dora/merged --name dora --tasks gsm8k math --out-dir runs/eval/llama2
-    python -m eval.grade runs/eval/llama2/miss.jsonl --data-dir ../shared/data
+    python -m eval.grade runs/eval/llama2/miss.jsonl
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.common import atomic_write_json, data_source, sample_row
+from eval.data_files import DataFileError
 from eval.generate_adapters import Adapter, AdapterError, parse_adapter_arg, prepare_adapter
 from eval.generate_backends import Request, make_backend, vllm_installed
 from eval.tasks import TASKS
@@ -127,10 +128,11 @@ def task_sampling(spec, max_new_tokens: int | None) -> dict[str, Any]:
     return sampling
 
 
-def load_task_examples(task: str, data_dir: str | None, limit: int | None, mbpp_task_set: str) -> list[dict]:
+def load_task_examples(task: str, data_dir: str | None, limit: int | None, mbpp_task_set: str, *,
+                       hub: bool = True) -> list[dict]:
     module = TASKS[task]
-    examples = (module.load_examples(data_dir, task_set=mbpp_task_set) if task == "mbpp"
-                else module.load_examples(data_dir))
+    examples = (module.load_examples(data_dir, task_set=mbpp_task_set, hub=hub) if task == "mbpp"
+                else module.load_examples(data_dir, hub=hub))
     return examples[:limit] if limit is not None else examples
 
 
@@ -173,11 +175,13 @@ def _check_resume(meta_path: Path, identity: dict[str, Any]) -> dict[str, Any] |
 # ---------------------------------------------------------------------------------------------- the run
 def generate(model: str, tasks: Sequence[str], out_dir: str | os.PathLike, *, adapters: Sequence[str] = (),
              with_base: bool = False, name: str | None = None, tokenizer: str | None = None,
-             backend: str = "auto", data_dir: str | None = None, limit: int | None = None,
+             backend: str = "auto", data_dir: str | None = None, hub: bool = True, limit: int | None = None,
              mbpp_task_set: str = "pissa399", max_new_tokens: int | None = None, seed: int = 0,
              overwrite: bool = False, progress: bool = True, **engine: Any) -> dict[str, dict[str, Any]]:
     """Generate for every target (base and/or adapters) and task; returns ``{label: summary}``.
 
+    Data files are resolved by ``eval.data_files`` (``data_dir`` first); ``hub``: read the Hugging Face hub
+    for a file no data directory holds (else that is a ``MissingDataError``).
     ``engine`` options go to the backend that takes them: ``tensor_parallel_size``, ``dtype``,
     ``max_model_len``, ``gpu_memory_utilization``, ``enforce_eager``, ``max_num_seqs``, ``kv_cache_gb``,
     ``chunk_size`` (vLLM); ``dtype``, ``batch_size``, ``device`` (transformers).
@@ -205,9 +209,10 @@ def generate(model: str, tasks: Sequence[str], out_dir: str | os.PathLike, *, ad
     examples: dict[str, list[dict]] = {}
     for task in dict.fromkeys(tasks):
         spec = TASKS[task].SPEC
-        examples[task] = load_task_examples(task, data_dir, limit, mbpp_task_set)
+        examples[task] = load_task_examples(task, data_dir, limit, mbpp_task_set, hub=hub)
         task_info[task] = {"version": spec.version, "sampling": task_sampling(spec, max_new_tokens),
-                           "n_examples": len(examples[task]), "limit": limit, "data": data_source(spec, data_dir)}
+                           "n_examples": len(examples[task]), "limit": limit,
+                           "data": data_source(spec, data_dir, hub=hub)}
         if task == "mbpp":
             task_info[task]["mbpp_task_set"] = mbpp_task_set
 
@@ -351,8 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--with-base", action="store_true", help="with --adapter: also generate with the bare base model")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="vllm, hf (transformers generate), or auto: vllm when installed (default)")
-    p.add_argument("--data-dir", default=os.environ.get("MISS_DATA_DIR"),
-                   help="local data laid out like shared/data (default $MISS_DATA_DIR, else the hub)")
+    p.add_argument("--data-dir", help="data directory searched first for each benchmark file, before "
+                                      "$MISS_DATA_DIR, the repository's data/ and the hub (see data/README.md)")
     p.add_argument("--limit", type=int, help="only the first N examples of each task (smoke tests)")
     p.add_argument("--mbpp-task-set", default="pissa399", choices=("pissa399", "test500"))
     p.add_argument("--max-new-tokens", type=int, help="override the task spec's 1024 (recorded)")
@@ -387,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              name=args.name, tokenizer=args.tokenizer, backend=args.backend, data_dir=args.data_dir,
                              limit=args.limit, mbpp_task_set=args.mbpp_task_set, max_new_tokens=args.max_new_tokens,
                              seed=args.seed, overwrite=args.overwrite, progress=args.progress, **engine)
-    except (GenerationError, AdapterError) as e:
+    except (GenerationError, AdapterError, DataFileError) as e:
         print(f"eval.generate: error: {e}", file=sys.stderr)
         return 2
     for label, s in summaries.items():

@@ -19,7 +19,8 @@ import re
 import unicodedata
 from fractions import Fraction
 
-from eval.common import MATH_TEMPLATE, TaskSpec, load_hub, local_file, read_jsonl, render_math_prompt
+from eval.common import MATH_TEMPLATE, TaskSpec, load_hub, read_jsonl, render_math_prompt
+from eval.data_files import locate
 
 SPEC = TaskSpec(
     name="gsm8k",
@@ -44,8 +45,9 @@ def gold_answer(answer_field: str) -> str:
     return answer_field.split("####")[-1].strip().replace(",", "")
 
 
-def load_examples(data_dir: str | os.PathLike | None = None) -> list[dict]:
-    path = local_file(data_dir, SPEC.local_files[0])
+def load_examples(data_dir: str | os.PathLike | None = None, *, hub: bool = True) -> list[dict]:
+    """The 1319 test problems with prompt and gold; ``hub``: read the hub when no data directory has the file."""
+    path = locate(SPEC.local_files[0], data_dir, hub=hub)
     rows = read_jsonl(path) if path else load_hub(SPEC.hub_id, SPEC.hub_config, SPEC.hub_split)
     return [{"id": f"gsm8k/{i}", "question": r["question"], "answer": r["answer"],
              "gold": gold_answer(r["answer"]), "prompt": render_prompt(r["question"])}

@@ -8,7 +8,7 @@ Task sets:
   ``test500``: the standard test split, task ids 11-510 of the full ``mbpp.jsonl``; prompt text = ``text``,
   tests = ``test_setup_code`` + ``test_list``.
 Instruction: "{text} Your code should satisfy the following assertion:\\n```python\\n{first test}\\n```" in the
-PiSSA code template. Grading: ``eval.code.postprocess`` of the output, then the tests (backend ``own``), or
+PiSSA code template. Grading: ``eval.code_grading.postprocess`` of the output, then the tests (backend ``own``), or
 MBPP+ base/plus inputs (backend ``evalplus``, ``pissa399`` only) when its data file is available.
 """
 
@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import os
 
-from eval import code, plus, sandbox
-from eval.code import Verdict
-from eval.common import CODE_TEMPLATE, TaskSpec, load_hub, local_file, open_text, read_jsonl, render_code_prompt
+from eval import code_grading, plus, sandbox
+from eval.code_grading import Verdict
+from eval.common import CODE_TEMPLATE, TaskSpec, load_hub, open_text, read_jsonl, render_code_prompt
+from eval.data_files import locate
 
 SPEC = TaskSpec(
     name="mbpp",
@@ -43,8 +44,8 @@ EXCLUDED_FROM_PISSA399 = frozenset({
 })
 
 
-def _read_sanitized(data_dir) -> list[dict]:
-    path = local_file(data_dir, "mbpp/sanitized-mbpp.json")
+def _read_sanitized(data_dir, hub: bool) -> list[dict]:
+    path = locate("mbpp/sanitized-mbpp.json", data_dir, hub=hub)
     if path is not None:
         with open_text(path) as fh:
             return json.load(fh)
@@ -54,8 +55,8 @@ def _read_sanitized(data_dir) -> list[dict]:
     return sorted(rows, key=lambda r: r["task_id"])
 
 
-def _read_full(data_dir) -> list[dict]:
-    path = local_file(data_dir, "mbpp/mbpp.jsonl")
+def _read_full(data_dir, hub: bool) -> list[dict]:
+    path = locate("mbpp/mbpp.jsonl", data_dir, hub=hub)
     return read_jsonl(path) if path else load_hub(SPEC.hub_id, "full", "test")
 
 
@@ -76,7 +77,7 @@ def _full_task(row: dict) -> dict:
 
 def load_tasks(data_dir: str | os.PathLike | None = None, *, task_set: str = "pissa399",
                evalplus_path: str | os.PathLike | None = None,
-               use_evalplus: bool | None = None) -> tuple[dict[str, dict], dict]:
+               use_evalplus: bool | None = None, hub: bool = True) -> tuple[dict[str, dict], dict]:
     """Tasks by id ("Mbpp/2"...) and a description of the grading backend and data.
 
     ``use_evalplus``: True requires the MBPP+ file, False never uses it, None uses it when found
@@ -85,11 +86,11 @@ def load_tasks(data_dir: str | os.PathLike | None = None, *, task_set: str = "pi
     if task_set not in TASK_SETS:
         raise ValueError(f"task_set must be one of {TASK_SETS}, got {task_set!r}")
     if task_set == "pissa399":
-        rows = [r for r in _read_sanitized(data_dir) if r["task_id"] not in EXCLUDED_FROM_PISSA399]
+        rows = [r for r in _read_sanitized(data_dir, hub) if r["task_id"] not in EXCLUDED_FROM_PISSA399]
         tasks = {t["task_id"]: t for t in map(_sanitized_task, rows)}
         source = {"backend": "own", "dataset": "sanitized-MBPP (MBPP+ v0.1.0 ids)", "version": VERSIONS[task_set]}
     else:
-        rows = [r for r in _read_full(data_dir) if 11 <= r["task_id"] <= 510]
+        rows = [r for r in _read_full(data_dir, hub) if 11 <= r["task_id"] <= 510]
         tasks = {t["task_id"]: t for t in map(_full_task, rows)}
         source = {"backend": "own", "dataset": "MBPP full, test split 11-510", "version": VERSIONS[task_set]}
     plus_file = None
@@ -109,24 +110,25 @@ def render_prompt(task: dict) -> str:
     return render_code_prompt(INSTRUCTION.format(text=task["text"], test=task["first_test"]))
 
 
-def load_examples(data_dir: str | os.PathLike | None = None, task_set: str = "pissa399") -> list[dict]:
-    tasks, _ = load_tasks(data_dir, task_set=task_set, use_evalplus=False)
+def load_examples(data_dir: str | os.PathLike | None = None, task_set: str = "pissa399", *,
+                  hub: bool = True) -> list[dict]:
+    tasks, _ = load_tasks(data_dir, task_set=task_set, use_evalplus=False, hub=hub)
     return [{"id": task_id, "prompt": render_prompt(task)} for task_id, task in tasks.items()]
 
 
 def extract(text: str, rule: str = "pissa") -> str | None:
     if rule != "pissa":
         raise ValueError(f"unknown mbpp rule {rule!r}; expected one of {RULES}")
-    return code.postprocess(text)
+    return code_grading.postprocess(text)
 
 
 def check(completion: str, task: dict, *, timeout: float | None = None, postprocess: bool = True,
           limits: sandbox.Limits | None = None) -> Verdict:
     """Grade one completion (raw model output unless ``postprocess=False``) against ``task``."""
-    body = code.postprocess(completion) if postprocess else completion
+    body = code_grading.postprocess(completion) if postprocess else completion
     if "base_input" in task:
         return plus.check(task["prompt"] + body, task, timeout=timeout, limits=limits)
-    return code.run_tests(body, task["tests"], timeout=timeout or code.DEFAULT_TIMEOUT, limits=limits)
+    return code_grading.run_tests(body, task["tests"], timeout=timeout or code_grading.DEFAULT_TIMEOUT, limits=limits)
 
 
 def is_correct(text: str, gold: dict, rule: str = "pissa") -> bool:

@@ -23,8 +23,9 @@ import re
 import secrets
 from pathlib import Path
 from eval import sandbox
-from eval.code import Verdict
-from eval.common import iter_jsonl, sha256_file
+from eval.code_grading import Verdict
+from eval.common import iter_jsonl
+from eval.data_files import sha256_file
 
 FILE_STEMS = {"humaneval": "HumanEvalPlus", "mbpp": "MbppPlus"}
 OVERRIDE_ENV = {"humaneval": "HUMANEVAL_OVERRIDE_PATH", "mbpp": "MBPP_OVERRIDE_PATH"}

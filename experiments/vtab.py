@@ -22,11 +22,12 @@ Methods (adapters on query and value of every block; the classifier head trains 
 The paper's absolute counts (0.833M for LoRA) imply a larger rank or more targets than SliceFine states;
 the analysis prints both and the ratio.
 
-Data: the standard VTAB-1K folder (``<data-dir>/vtab-1k/<task>/{train800val200,test}.txt``, lines
+Data: the standard VTAB-1K folder (``vtab-1k/<task>/{train800val200,test}.txt``, lines
 ``<image path relative to the task folder> <label>``, as produced by the VPT/NOAH preparation scripts from
-TFDS). Folders: caltech101, oxford_flowers102, oxford_iiit_pet, patch_camelyon, eurosat,
-diabetic_retinopathy, kitti. Images are read with PIL and prepared by the transformers image processor
-(no torchvision). The video rows of Table 6 (UCF101, Kinetics, HMDB) are not reproduced.
+TFDS), in ``--data-dir`` or ``$MISS_DATA_DIR`` (the repository's ``data/`` does not hold it); a missing
+folder stops the script before any run. Folders: caltech101, oxford_flowers102, oxford_iiit_pet,
+patch_camelyon, eurosat, diabetic_retinopathy, kitti. Images are read with PIL and prepared by the
+transformers image processor (no torchvision). The video rows of Table 6 (UCF101, Kinetics, HMDB) are not reproduced.
 
 Profiles:
   cpu    pipeline check only: a 2-layer random ViT (hidden 64, 32 x 32 images, patch 8) on a generated
@@ -51,6 +52,7 @@ if __package__ in (None, ""):
 import numpy as np
 import torch
 
+from eval.data_files import MissingDataError, search_dirs, verify
 from experiments.common.classification import (MethodSpec, apply_method, formula_params, parameter_counts,
                                                shuffled_batches, train_classifier)
 from experiments.common.config import from_dict, override
@@ -199,15 +201,32 @@ def write_synthetic_task(root: Path, cfg: VtabConfig, seed: int = 0) -> Path:
     return folder
 
 
+VTAB_HOW = ("VTAB-1K is not distributed with this repository: prepare vtab-1k/<task>/ with the VPT/NOAH "
+            "preparation scripts (layout in experiments/vtab.py) and pass --data-dir DIR (or set MISS_DATA_DIR=DIR)")
+
+
+def vtab_folder(task_name: str, cfg: VtabConfig, data_dir: Path | None) -> Path:
+    """The first data directory's ``vtab-1k/<task>`` that holds both file lists; else ``MissingDataError``."""
+    lists = [f"vtab-1k/{task_name}/{name}" for name in (cfg.train_list, cfg.test_list)]
+    for d in search_dirs(data_dir):       # both lists from one folder: they index the same images/
+        if all((d.path / rel).is_file() for rel in lists):
+            for rel in lists:
+                verify(d.path / rel, d.path, rel)
+            return d.path / "vtab-1k" / task_name
+    raise MissingDataError(lists, search_dirs(data_dir), how=VTAB_HOW)
+
+
 def task_folder(task: TaskSpec, cfg: VtabConfig, data_dir: Path | None, scratch: Path) -> Path:
     if task.name == SYNTHETIC:
         return write_synthetic_task(scratch, cfg)
-    if data_dir is None:
-        raise FileNotFoundError("vtab: needs a data directory holding vtab-1k/ (--data-dir or $MISS_DATA_DIR)")
-    folder = Path(data_dir) / "vtab-1k" / task.name
-    if not (folder / cfg.train_list).is_file():
-        raise FileNotFoundError(f"vtab: {folder / cfg.train_list} not found; prepare VTAB-1K as the README says")
-    return folder
+    return vtab_folder(task.name, cfg, data_dir)
+
+
+def check_inputs(ctx: Context, runs: list[Run]) -> None:
+    """The VTAB-1K folders the planned runs read, before the first run starts."""
+    for run in runs:
+        if run.config["task"] != SYNTHETIC:
+            vtab_folder(run.config["task"], _config(run), ctx.data_dir)
 
 
 class ImageList:
@@ -331,9 +350,13 @@ def plan(ctx: Context) -> list[Run]:
     return runs
 
 
+def _config(run: Run) -> VtabConfig:
+    return from_dict(VtabConfig, {k: v for k, v in run.config.items() if k in VtabConfig.__dataclass_fields__},
+                     EXPERIMENT)
+
+
 def execute(run: Run, record: RunRecord, ctx: Context) -> None:
-    cfg = from_dict(VtabConfig, {k: v for k, v in run.config.items() if k in VtabConfig.__dataclass_fields__},
-                    EXPERIMENT)
+    cfg = _config(run)
     out = run_vtab(cfg, TASK_BY_NAME[run.config["task"]], METHOD_BY_NAME[run.config["method"]], run.seed,
                    ctx.data_dir, ctx.profile.hub_access)
     record.trainable_params = out.pop("trainable_params")
@@ -342,7 +365,7 @@ def execute(run: Run, record: RunRecord, ctx: Context) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return experiment_main(EXPERIMENT, __doc__, plan, execute, argv=argv)
+    return experiment_main(EXPERIMENT, __doc__, plan, execute, argv=argv, check_inputs=check_inputs)
 
 
 if __name__ == "__main__":

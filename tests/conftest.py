@@ -1,14 +1,11 @@
-"""Shared test fixtures: the offline data directory and the GPU skip rule."""
+"""Shared test fixtures: the repository's data directory and the GPU skip rule."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -22,11 +19,10 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The offline benchmark files (``../shared/data`` beside the checkout, or ``$MISS_DATA_DIR``)."""
-    path = Path(os.environ.get("MISS_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
-    if not path.is_dir():
-        pytest.skip(f"offline data directory {path} not found (set MISS_DATA_DIR)")
-    return path
+    """The repository's benchmark files (``data/``, checked against its manifest by the loaders)."""
+    from eval.data_files import REPO_DATA_DIR
+
+    return REPO_DATA_DIR
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from eval import gsm8k
-from eval import math as math_task
+from eval import math_task
 
 # Gold answers that cannot score when a model states them exactly, with the reason (both MATH rules).
 MATH_GOLD_EXPECTED_FAILURES = {

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from eval import code, grade, humaneval, mbpp, plus
+from eval import code_grading, grade, humaneval, mbpp, plus
 
 JOBS = 2  # the CI machine has two cores
 
@@ -38,7 +38,7 @@ def _mbpp_case(task: dict) -> tuple[str, bool, str]:
 def test_humaneval_canonical_solutions_pass_and_truncated_ones_fail(data_dir):
     tasks, _ = humaneval.load_tasks(data_dir, use_evalplus=False)
     assert len(tasks) == 164
-    results = code.parallel_map(_humaneval_case, [(t, cut) for t in tasks.values() for cut in (False, True)],
+    results = code_grading.parallel_map(_humaneval_case, [(t, cut) for t in tasks.values() for cut in (False, True)],
                                 jobs=JOBS)
     failing = {tid: reason for tid, cut, passed, reason in results if not cut and not passed}
     assert failing.keys() == HUMANEVAL_BROKEN.keys(), failing
@@ -49,7 +49,7 @@ def test_humaneval_canonical_solutions_pass_and_truncated_ones_fail(data_dir):
 def test_mbpp_pissa399_reference_solutions_pass(data_dir):
     tasks, source = mbpp.load_tasks(data_dir, use_evalplus=False)
     assert len(tasks) == 399 and source["backend"] == "own"
-    results = code.parallel_map(_mbpp_case, list(tasks.values()), jobs=JOBS)
+    results = code_grading.parallel_map(_mbpp_case, list(tasks.values()), jobs=JOBS)
     failing = {tid: reason for tid, passed, reason in results if not passed}
     assert failing.keys() == MBPP_BROKEN.keys(), failing
 
@@ -57,7 +57,7 @@ def test_mbpp_pissa399_reference_solutions_pass(data_dir):
 def test_mbpp_test500_reference_solutions_pass(data_dir):
     tasks, _ = mbpp.load_tasks(data_dir, task_set="test500")
     assert len(tasks) == 500
-    results = code.parallel_map(_mbpp_case, list(tasks.values()), jobs=JOBS)
+    results = code_grading.parallel_map(_mbpp_case, list(tasks.values()), jobs=JOBS)
     failing = {tid: reason for tid, passed, reason in results if not passed}
     assert failing.keys() == MBPP_BROKEN.keys(), failing
 
@@ -77,7 +77,7 @@ def test_mbpp_test500_reference_solutions_pass(data_dir):
     ("```\ndef f():\n    return 1\n```", "```\ndef f():\n    return 1\n```"),  # only ```python fences count
 ])
 def test_pissa_postprocessing(raw, expected):
-    assert code.postprocess(raw) == expected
+    assert code_grading.postprocess(raw) == expected
     assert humaneval.extract(raw) == mbpp.extract(raw) == expected
 
 

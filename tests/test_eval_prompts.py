@@ -1,24 +1,24 @@
 """Our rendered prompts equal PiSSA's evaluation instructions byte for byte, for every row.
 
-Reference: ``pissa_eval/`` in the offline data directory (the test split of ``fxmeng/pissa-dataset``:
-metamath/test.json for GSM8K + MATH, python/test.json for HumanEval + MBPP).
+Reference: ``data/pissa_eval/`` (the test split of ``fxmeng/pissa-dataset``: metamath/test.json for GSM8K +
+MATH, python/test.json for HumanEval + MBPP), read through ``eval.data_files`` like every benchmark file.
 """
 
 from __future__ import annotations
 
 import collections
-import gzip
 import json
 
 import pytest
 
 from eval import gsm8k, humaneval, mbpp
-from eval import math as math_task
+from eval import math_task
+from eval.common import open_text
+from eval.data_files import locate
 
 
-@pytest.fixture(scope="module")
-def pissa_math(data_dir):
-    with gzip.open(data_dir / "pissa_eval" / "metamath_test.json.gz", "rt", encoding="utf-8") as fh:
+def _by_type(relative: str, data_dir) -> dict[str, list[dict]]:
+    with open_text(locate(relative, data_dir)) as fh:
         rows = json.load(fh)
     by_type = collections.defaultdict(list)
     for row in rows:
@@ -27,12 +27,13 @@ def pissa_math(data_dir):
 
 
 @pytest.fixture(scope="module")
+def pissa_math(data_dir):
+    return _by_type("pissa_eval/metamath_test.json.gz", data_dir)
+
+
+@pytest.fixture(scope="module")
 def pissa_code(data_dir):
-    rows = json.loads((data_dir / "pissa_eval" / "python_test.json").read_text(encoding="utf-8"))
-    by_type = collections.defaultdict(list)
-    for row in rows:
-        by_type[row["type"]].append(row)
-    return by_type
+    return _by_type("pissa_eval/python_test.json", data_dir)
 
 
 def test_gsm8k_prompts_and_golds_match_pissa_in_order(data_dir, pissa_math):

@@ -25,8 +25,9 @@ def test_local_loader_reads_every_real_glue_file(data_dir):
     sizes = {"sst2": 872, "cola": 1043, "mrpc": 408, "qnli": 5463, "mnli": 1000}
     for name, n in sizes.items():
         task = glue.TASK_BY_NAME[name]
-        folder = data_dir / "glue" / task.folder
-        split = glue.read_glue_tsv(glue._find(folder, task.eval_files), task)
+        eval_path, _ = glue.local_files(task, glue.GlueConfig(source="local", split_dev_when_no_train=True), data_dir)
+        assert eval_path.parent == data_dir / "glue" / task.folder
+        split = glue.read_glue_tsv(eval_path, task)
         assert len(split.labels) == n and len(split.texts[0]) == len(task.text_columns)
         assert set(split.labels) == set(range(len(task.labels)))
     mrpc = glue.read_glue_tsv(data_dir / "glue" / "MRPC" / "dev.tsv", glue.TASK_BY_NAME["mrpc"])

@@ -59,7 +59,7 @@ def test_adapters_of_one_base_share_an_engine_merged_models_do_not(tmp_path):
     items = []
     for name, task, method, arts in specs:
         run = _training(tmp_path, name, task, method, "/base", arts)
-        items.append(make_item(run, load_record(tmp_path / EXP / "cpu" / f"{name}.json"), settings))
+        items.append(make_item(run, load_record(tmp_path / EXP / "cpu" / f"{name}.json"), settings, None))
     jobs = plan_jobs(items, settings, tmp_path / "out", None)
     by_labels = {tuple(j["labels"]): j for j in jobs}
     assert set(by_labels) == {("math-lora-s42", "math-miss-s42"), ("code-miss-s42",), ("math-dora-s42",),
@@ -73,7 +73,7 @@ def test_adapters_of_one_base_share_an_engine_merged_models_do_not(tmp_path):
 
     vera = _training(tmp_path, "math-vera-s42", "math", "vera", "/base", {"adapter": "/a/vera"})
     with pytest.raises(EvalError, match="vera.*adapter"):
-        make_item(vera, load_record(tmp_path / EXP / "cpu" / "math-vera-s42.json"), settings)
+        make_item(vera, load_record(tmp_path / EXP / "cpu" / "math-vera-s42.json"), settings, None)
 
 
 # ---------------------------------------------------------------------------------------------- the stage

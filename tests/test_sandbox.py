@@ -1,6 +1,6 @@
 """The sandbox for model-written code: basic behaviour and a suite of hostile completions.
 
-Every hostile completion is graded through the real harness (``eval.code.execute``) as a solution of a
+Every hostile completion is graded through the real harness (``eval.code_grading.execute``) as a solution of a
 one-line task (``add(2, 3) == 5``); each must be scored as a failure, finish within its timeout plus one
 second, and leave the repository, the home directory and the test's canary files unchanged. The
 destructive attacks run only after a harmless probe showed that the sandbox really isolates on this
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from eval import code, sandbox
+from eval import code_grading, sandbox
 
 REPO = Path(__file__).resolve().parents[1]
 HOME = Path.home()
@@ -74,16 +74,16 @@ def test_clean_env_fresh_workdir_and_stdin(monkeypatch):
 
 
 def test_harness_passes_a_correct_solution_and_fails_a_wrong_one():
-    ok, _ = code.execute(GOOD, TESTS, timeout=10)
-    bad, _ = code.execute(WRONG, TESTS, timeout=10)
-    broken, _ = code.execute("def add(a, b):\n    return a +\n", TESTS, timeout=10)
+    ok, _ = code_grading.execute(GOOD, TESTS, timeout=10)
+    bad, _ = code_grading.execute(WRONG, TESTS, timeout=10)
+    broken, _ = code_grading.execute("def add(a, b):\n    return a +\n", TESTS, timeout=10)
     assert ok.passed and ok.reason == "passed"
     assert not bad.passed and "AssertionError" in bad.reason
     assert not broken.passed and "SyntaxError" in broken.reason
 
 
 def test_unclosed_string_in_the_solution_cannot_swallow_the_tests():
-    verdict, _ = code.execute(WRONG + 'x = """\n', TESTS, timeout=10)
+    verdict, _ = code_grading.execute(WRONG + 'x = """\n', TESTS, timeout=10)
     assert not verdict.passed
 
 
@@ -188,7 +188,7 @@ print("writable:", found, "uid:", os.getuid(), "ppid:", os.getppid())
 def _attack(body: str, *, timeout: float = 5.0, limits: sandbox.Limits | None = None):
     """Run ``body`` (module-level code of the solution) followed by a wrong ``add``."""
     start = time.monotonic()
-    verdict, res = code.execute(body + "\n" + WRONG, TESTS, timeout=timeout, limits=limits)
+    verdict, res = code_grading.execute(body + "\n" + WRONG, TESTS, timeout=timeout, limits=limits)
     elapsed = time.monotonic() - start
     assert not verdict.passed, verdict
     assert elapsed <= timeout + 1.0, elapsed
@@ -330,7 +330,7 @@ def add(a, b):
         return int(s.recv(8)) if (a, b) == (2, 3) else a + b
 """
     try:
-        verdict, res = code.execute(solution, TESTS, timeout=5.0)
+        verdict, res = code_grading.execute(solution, TESTS, timeout=5.0)
     finally:
         stop.set()
         thread.join(2)
@@ -355,7 +355,7 @@ for pid in (os.getppid(), {grader_pid}):
         body += "\ntry:\n    os.kill(-1, signal.SIGKILL)\nexcept OSError:\n    pass\n"
     _attack(body)
     assert os.getpid() == grader_pid  # still here
-    verdict, _ = code.execute(GOOD, TESTS, timeout=10)
+    verdict, _ = code_grading.execute(GOOD, TESTS, timeout=10)
     assert verdict.passed  # and the grader still works
 
 

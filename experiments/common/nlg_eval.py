@@ -139,7 +139,21 @@ def serving(training: dict[str, Any]) -> tuple[str, str, str | None]:
                     f"serve (artifacts: {sorted(arts) or 'none'}); LoRA needs adapter/, MiSS lora/, others merged/")
 
 
-def make_item(run: Run, training: dict[str, Any], settings: EvalSettings) -> EvalItem:
+def data_fingerprint(tasks: tuple[str, ...], data_dir: Path | None, hub: bool) -> dict[str, Any]:
+    """Each benchmark's data by content (sha256 per file, or the hub dataset), not by where it lies."""
+    from eval.common import data_source
+    from eval.tasks import TASKS
+
+    out: dict[str, Any] = {}
+    for task in tasks:
+        source = data_source(TASKS[task].SPEC, data_dir, hub=hub)
+        out[task] = ({rel: f["sha256"] for rel, f in source["files"].items()} if source["source"] == "local"
+                     else {"hub": source["hub_id"]})
+    return out
+
+
+def make_item(run: Run, training: dict[str, Any], settings: EvalSettings, data_dir: Path | None,
+              hub: bool = True) -> EvalItem:
     from eval.tasks import TASKS
 
     kind, model, adapter = serving(training)
@@ -155,11 +169,13 @@ def make_item(run: Run, training: dict[str, Any], settings: EvalSettings) -> Eva
     fingerprint = {"training_config_hash": training.get("config_hash"), "trained_at": training.get("finished_at"),
                    "kind": kind, "tasks": list(tasks), "task_versions": {t: TASKS[t].SPEC.version for t in tasks},
                    "limit": settings.limit, "max_new_tokens": settings.max_new_tokens,
-                   "mbpp_task_set": settings.mbpp_task_set, "backend": backend, "dtype": settings.dtype}
+                   "mbpp_task_set": settings.mbpp_task_set, "backend": backend, "dtype": settings.dtype,
+                   "data": data_fingerprint(tasks, data_dir, hub)}
     return EvalItem(run, training, kind, model, adapter, tasks, backend, imports, fingerprint)
 
 
-def plan_jobs(items: list[EvalItem], settings: EvalSettings, out_dir: Path, data_dir: Path | None) -> list[dict]:
+def plan_jobs(items: list[EvalItem], settings: EvalSettings, out_dir: Path, data_dir: Path | None,
+              hub: bool = True) -> list[dict]:
     """Engine jobs for the worker: adapters sharing base model, benchmarks and backend share one job."""
     groups: dict[tuple, list[EvalItem]] = {}
     for item in items:
@@ -171,7 +187,7 @@ def plan_jobs(items: list[EvalItem], settings: EvalSettings, out_dir: Path, data
         job: dict[str, Any] = {
             "id": f"job{i}", "model": first.model, "tasks": list(first.tasks), "out_dir": str(out_dir),
             "labels": [m.label for m in members], "backend": first.backend,
-            "import_modules": list(first.import_modules), "data_dir": str(data_dir) if data_dir else None,
+            "import_modules": list(first.import_modules), "data_dir": str(data_dir) if data_dir else None, "hub": hub,
             "limit": settings.limit, "max_new_tokens": settings.max_new_tokens,
             "mbpp_task_set": settings.mbpp_task_set,
             "engine": {"enforce_eager": settings.enforce_eager, "kv_cache_gb": settings.kv_cache_gb,
@@ -262,7 +278,7 @@ def run_worker(jobs: list[dict], out_dir: Path, index: int, env: dict[str, str])
 
 # ---------------------------------------------------------------------------------------------- grading + record
 def grade(out_dir: Path, item: EvalItem, meta: dict[str, Any], settings: EvalSettings,
-          data_dir: Path | None) -> dict[str, Any]:
+          data_dir: Path | None, hub: bool = True) -> dict[str, Any]:
     """The graded summary of a run's samples; an existing one made after the samples is reused."""
     from eval.grade import grade_file
 
@@ -273,7 +289,7 @@ def grade(out_dir: Path, item: EvalItem, meta: dict[str, Any], settings: EvalSet
         if all(summary["tasks"].get(t, {}).get("n") == meta["tasks"][t]["n_written"] for t in item.tasks):
             return summary
     return grade_file(samples, out=label_path(out_dir, item.label, ".graded.jsonl"), summary_path=summary_path,
-                      data_dir=str(data_dir) if data_dir else None, jobs=settings.grade_jobs,
+                      data_dir=str(data_dir) if data_dir else None, hub=hub, jobs=settings.grade_jobs,
                       mbpp_task_set=settings.mbpp_task_set)
 
 
@@ -328,7 +344,7 @@ def record_eval(ctx: Context, settings: EvalSettings, out_dir: Path, item: EvalI
         if not samples_complete(meta, item.tasks):
             raise EvalError(f"{label_path(out_dir, item.label, '.jsonl')}: generation did not complete "
                             f"(meta status {meta.get('status') if meta else 'missing'})")
-        summary = grade(out_dir, item, meta, settings, ctx.data_dir)
+        summary = grade(out_dir, item, meta, settings, ctx.data_dir, ctx.profile.hub_access)
         record.metrics.update(eval_metrics(out_dir, item, meta, summary, settings, job))
     return record.status == "failed"
 
@@ -354,7 +370,7 @@ def run_eval_stage(ctx: Context, runs: list[Run]) -> int:
         if training is None:
             continue                                   # nothing trained to score; the training record says why
         try:
-            item = make_item(run, training, settings)
+            item = make_item(run, training, settings, ctx.data_dir, ctx.profile.hub_access)
         except (EvalError, KeyError) as e:
             _failed_record(ctx, run, e)
             failed += 1
@@ -369,7 +385,7 @@ def run_eval_stage(ctx: Context, runs: list[Run]) -> int:
     for item in todo:
         reconcile(out_dir, item)
     generate = [i for i in todo if not samples_complete(read_meta(out_dir, i.label), i.tasks)]
-    jobs = plan_jobs(generate, settings, out_dir, ctx.data_dir)
+    jobs = plan_jobs(generate, settings, out_dir, ctx.data_dir, ctx.profile.hub_access)
     per = settings.engines_per_process or max(1, len(jobs))
     status: dict[str, dict] = {}
     env = worker_env(ctx, settings)

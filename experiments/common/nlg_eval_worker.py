@@ -54,7 +54,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError(f"no adapter of this job can be served: {failed}")
     result["summaries"] = generate(
         job["model"], job["tasks"], job["out_dir"], adapters=adapters, name=job.get("name"),
-        backend=job["backend"], data_dir=job.get("data_dir"), limit=job.get("limit"),
+        backend=job["backend"], data_dir=job.get("data_dir"), hub=job.get("hub", True), limit=job.get("limit"),
         mbpp_task_set=job["mbpp_task_set"], max_new_tokens=job.get("max_new_tokens"), progress=False,
         **job.get("engine", {}))
     return result

@@ -50,7 +50,7 @@ class BenchSettings:
     """The §3.9 defaults (``paper``) and their scaled-down versions; one per profile in ``pareto.py``."""
 
     model: str                          # hub id / local path, or "tiny" (the cpu profile's model)
-    data: str                           # "hub" (MetaMathQA + openai/gsm8k) or "local" (shared benchmark files)
+    data: str                           # "hub" (MetaMathQA + openai/gsm8k) or "local" (the data/ benchmark files)
     dtype: str = "bfloat16"
     max_steps: int = 5000
     batch_size: int = 4
@@ -140,8 +140,6 @@ def read_train_rows(settings: BenchSettings, data_dir: Path | None) -> list[dict
     if settings.data == "local":
         from .sft_data import gsm8k_as_metamath
 
-        if data_dir is None:
-            raise ValueError("the local data (cpu profile) is built from the shared benchmark files: pass --data-dir")
         rows = [row for _, row in gsm8k_as_metamath(data_dir)]
     else:
         import datasets
@@ -161,14 +159,18 @@ def read_gsm8k(split: str, settings: BenchSettings, data_dir: Path | None) -> li
     if split == "test":
         from eval import gsm8k
 
-        rows = [{"question": e["question"], "gold": e["gold"]} for e in gsm8k.load_examples(data_dir)]
+        examples = gsm8k.load_examples(data_dir, hub=settings.data != "local")
+        rows = [{"question": e["question"], "gold": e["gold"]} for e in examples]
         return rows[:settings.test_size] if settings.test_size else rows
     if settings.valid_size <= 0:
         return []
     if settings.data == "local":
         from eval.common import read_jsonl
+        from eval.data_files import locate
 
-        raw = read_jsonl(Path(data_dir) / "gsm8k" / "train_sample.jsonl")
+        from .sft_data import GSM8K_TRAIN
+
+        raw = read_jsonl(locate(GSM8K_TRAIN, data_dir))
     else:
         import datasets
 

@@ -6,11 +6,7 @@ this table holds what is common: the hardware assumed, where data and models com
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
-
-from .records import REPO_ROOT
 
 
 @dataclass(frozen=True)
@@ -51,12 +47,3 @@ def get_profile(name: str) -> Profile:
         return PROFILES[name]
     except KeyError:
         raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None
-
-
-def default_data_dir() -> Path | None:
-    """``$MISS_DATA_DIR``, else the ``shared/data`` folder beside the checkout if it exists."""
-    env = os.environ.get("MISS_DATA_DIR")
-    if env:
-        return Path(env)
-    beside = REPO_ROOT.parent / "shared" / "data"
-    return beside if beside.is_dir() else None

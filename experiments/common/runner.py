@@ -32,7 +32,7 @@ from typing import Any
 
 from .config import ConfigError, parse_overrides
 from .identity import config_changes, config_hash, describe_changes
-from .profiles import PROFILES, Profile, default_data_dir, get_profile
+from .profiles import PROFILES, Profile, get_profile
 from .records import (DEFAULT_RESULTS_DIR, DEFAULT_RUNS_DIR, RunRecord, RunTracker, existing_record, record_path,
                       write_json_atomic)
 
@@ -58,7 +58,7 @@ class Context:
     experiment: str
     profile: Profile
     results_dir: Path
-    data_dir: Path | None
+    data_dir: Path | None          # --data-dir: searched first for each data file (eval.data_files)
     force: bool
     overrides: dict[str, Any] = field(default_factory=dict)
     args: argparse.Namespace | None = None
@@ -66,6 +66,7 @@ class Context:
 
 PlanFn = Callable[[Context], list[Run]]
 ExecuteFn = Callable[[Run, RunRecord, Context], None]
+CheckInputsFn = Callable[[Context, list[Run]], None]   # raises eval.data_files.DataFileError for a missing input
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ def build_parser(description: str) -> argparse.ArgumentParser:
                    help="checkpoints, adapters, logs and caches: <runs-dir>/<experiment>/<run>/ (default: runs/, "
                         "or $MISS_RUNS_DIR); large, never committed")
     p.add_argument("--data-dir", type=Path, default=None,
-                   help="local data directory (default: $MISS_DATA_DIR, else ../shared/data if present)")
+                   help="data directory searched first for each data file, before $MISS_DATA_DIR and the "
+                        "repository's data/ (see data/README.md)")
     p.add_argument("--force", action="store_true",
                    help="redo the selected runs even if a record exists, and start their outputs over")
     p.add_argument("--runs", default=None, metavar="GLOB[,GLOB]",
@@ -149,8 +151,10 @@ def experiment_main(experiment: str, description: str, plan: PlanFn, execute: Ex
                     argv: list[str] | None = None,
                     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
                     stage: Stage | None = None,
-                    dry_run: Callable[[Context, list[Run]], int] | None = None) -> int:
-    """``dry_run``: what ``--dry-run`` does with the planned runs instead of running them (its exit code)."""
+                    dry_run: Callable[[Context, list[Run]], int] | None = None,
+                    check_inputs: CheckInputsFn | None = None) -> int:
+    """``dry_run``: what ``--dry-run`` does with the planned runs instead of running them (its exit code);
+    ``check_inputs``: raises ``eval.data_files.DataFileError`` for a missing or damaged input file."""
     parser = build_parser(description)
     if add_arguments:
         add_arguments(parser)
@@ -160,7 +164,7 @@ def experiment_main(experiment: str, description: str, plan: PlanFn, execute: Ex
             experiment=experiment,
             profile=get_profile(args.profile),
             results_dir=args.results_dir,
-            data_dir=args.data_dir or default_data_dir(),
+            data_dir=args.data_dir,
             force=args.force,
             overrides=parse_overrides(args.overrides),
             args=args,
@@ -182,6 +186,14 @@ def experiment_main(experiment: str, description: str, plan: PlanFn, execute: Ex
         return 0
     if dry_run is not None and args.dry_run:
         return dry_run(ctx, runs)
+    if check_inputs is not None:      # a missing input stops here, before any run, as a usage error
+        from eval.data_files import DataFileError
+
+        try:
+            check_inputs(ctx, runs)
+        except DataFileError as e:
+            print(f"[{experiment}] {e}", file=sys.stderr)
+            return 2
     changed = {name: changes for name, (state, changes) in states.items() if state == "changed"}
     if changed and not args.force:
         for name, changes in changed.items():

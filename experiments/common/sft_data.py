@@ -8,8 +8,9 @@ Sources (``DataSpec.source``):
 - a Hugging Face hub id (``meta-math/MetaMathQA``), read with ``datasets.load_dataset``;
 - a local file or directory of ``.json`` (a list), ``.jsonl`` or ``.parquet`` files (``.gz`` allowed);
 - ``local:gsm8k-metamath`` / ``local:mbpp-train``: the offline stand-ins of the ``cpu`` profile, built
-  from the shared benchmark files (GSM8K train sample rewritten into MetaMathQA's answer format,
-  MBPP train tasks 601-974 written as CodeFeedback-style instruction/code pairs).
+  from the benchmark files in the data directories (``eval.data_files``: ``--data-dir``, ``$MISS_DATA_DIR``,
+  the repository's ``data/``): the GSM8K train sample rewritten into MetaMathQA's answer format, MBPP
+  train tasks 601-974 written as CodeFeedback-style instruction/code pairs.
 
 A missing or empty query/response field raises ``DataError`` naming the file and the row.
 """
@@ -19,19 +20,24 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from eval.data_files import locate
+
 IGNORE_INDEX = -100
 PROMPT = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the request."
     "\n\n### Instruction:\n{query}\n\n### Response:"
 )
-LOCAL_SOURCES = ("local:gsm8k-metamath", "local:mbpp-train")
+GSM8K_TRAIN = "gsm8k/train_sample.jsonl"
+MBPP_FULL = "mbpp/mbpp.jsonl"
+LOCAL_SOURCE_FILES = {"local:gsm8k-metamath": (GSM8K_TRAIN,), "local:mbpp-train": (MBPP_FULL,)}
+LOCAL_SOURCES = tuple(LOCAL_SOURCE_FILES)
 MBPP_TRAIN_IDS = range(601, 975)
 
 
@@ -106,15 +112,19 @@ def _hub_rows(spec: DataSpec) -> Iterator[tuple[str, dict[str, Any]]]:
         yield f"hub dataset {spec.source} (split {spec.split}) row {i}", row
 
 
+def local_source_files(sources: Iterable[str]) -> list[str]:
+    """The data files (relative paths for ``eval.data_files``) that the ``local:`` sources among ``sources`` read."""
+    return [f for source in sources for f in LOCAL_SOURCE_FILES.get(source, ())]
+
+
 def _looks_local(source: str) -> bool:
     return source.startswith(("/", ".", "~")) or Path(source).expanduser().exists()
 
 
 def read_pairs(spec: DataSpec, data_dir: Path | None = None) -> list[tuple[str, str]]:
-    """``(query, response)`` pairs of ``spec``, validated row by row."""
+    """``(query, response)`` pairs of ``spec``, validated row by row (``data_dir``: searched first for the
+    files of the ``local:`` sources)."""
     if spec.source in LOCAL_SOURCES:
-        if data_dir is None:
-            raise DataError(f"{spec.source} is built from the shared benchmark files: pass --data-dir (or set MISS_DATA_DIR)")
         rows: Iterator[tuple[str, dict[str, Any]]] = (
             gsm8k_as_metamath(data_dir) if spec.source == "local:gsm8k-metamath" else mbpp_as_codefeedback(data_dir)
         )
@@ -157,9 +167,8 @@ def metamath_answer(gsm8k_answer: str) -> str:
     return f"{_CALC.sub('', body).rstrip()}\nThe answer is: {final.strip()}"
 
 
-def gsm8k_as_metamath(data_dir: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    path = Path(data_dir) / "gsm8k" / "train_sample.jsonl"
-    for where, row in _rows_of_file(path):
+def gsm8k_as_metamath(data_dir: Path | None = None) -> Iterator[tuple[str, dict[str, str]]]:
+    for where, row in _rows_of_file(locate(GSM8K_TRAIN, data_dir)):
         yield where, {"query": _field(row, "question", where), "response": metamath_answer(_field(row, "answer", where))}
 
 
@@ -168,10 +177,9 @@ def mbpp_instruction(text: str, first_test: str) -> str:
     return f"{text} Your code should satisfy the following assertion:\n```python\n{first_test}\n```"
 
 
-def mbpp_as_codefeedback(data_dir: Path) -> Iterator[tuple[str, dict[str, str]]]:
+def mbpp_as_codefeedback(data_dir: Path | None = None) -> Iterator[tuple[str, dict[str, str]]]:
     """MBPP train tasks (601-974) as instruction -> fenced Python code, never the 11-510 test tasks."""
-    path = Path(data_dir) / "mbpp" / "mbpp.jsonl"
-    for where, row in _rows_of_file(path):
+    for where, row in _rows_of_file(locate(MBPP_FULL, data_dir)):
         if row.get("task_id") not in MBPP_TRAIN_IDS:
             continue
         code = _field(row, "code", where).replace("\r\n", "\n").strip()

@@ -60,7 +60,7 @@ TASK_DATA = {
 @dataclass(frozen=True)
 class NLGSettings:
     model: str                           # "tiny", "small" (the preset's stand-in), "paper" (its hub id) or a path/id
-    data: str                            # "local" (shared benchmark files) or "hub"
+    data: str                            # "local" (the data/ benchmark files) or "hub"
     seeds: tuple[int, ...]
     lr: float
     max_steps: int                       # > 0 overrides epochs
@@ -273,8 +273,6 @@ def execute_sft(run: Run, record: RunRecord, ctx: Context) -> None:
     if sft["model"] == "tiny":
         from .tiny_model import TinyModelSpec, ensure_tiny_model
 
-        if ctx.data_dir is None:
-            raise ValueError("the cpu profile builds its tokenizer and data from the shared benchmark files: pass --data-dir")
         spec = TinyModelSpec(architecture=get_preset(run.config["preset"]).cpu_stand_in)
         sft["model"] = str(ensure_tiny_model(Path(ctx.args.runs_dir) / "_cache", ctx.data_dir, spec))
     record.runtime["model"] = sft["model"]
@@ -305,6 +303,34 @@ def execute_sft(run: Run, record: RunRecord, ctx: Context) -> None:
         raise RuntimeError(f"training exited with code {rc} (log: {log}); last lines:\n{tail}")
     if nodes.rank == 0:         # global rank 0 (on node 0) wrote the result; node 0 keeps the record
         fill_record(record, json.loads((out / RESULT_FILE).read_text()), run.config)
+
+
+def check_inputs(ctx: Context, runs: list[Run]) -> None:
+    """The data files the planned runs read, before the first run: the local training stand-ins, the tiny
+    model's corpus and, when the runs are scored, the benchmarks (required without the hub; with it, only
+    the copies that exist are checked, the rest come from the hub)."""
+    from eval.data_files import locate, require
+    from eval.tasks import TASKS
+
+    from .nlg_eval import EVAL_TASKS, enabled
+    from .sft_data import local_source_files
+    from .tiny_model import CORPUS_FILES
+
+    files: list[str] = []
+    benchmarks: list[str] = []
+    for run in runs:
+        sft = run.config["sft"]
+        files += local_source_files([sft["data_source"]])
+        if sft["model"] == "tiny":
+            files += CORPUS_FILES
+        if enabled(ctx):
+            benchmarks += [f for task in EVAL_TASKS[run.config["task"]] for f in TASKS[task].SPEC.local_files]
+    if ctx.profile.hub_access:
+        for f in dict.fromkeys(benchmarks):
+            locate(f, ctx.data_dir, hub=True)
+    else:
+        files += benchmarks
+    require(files, ctx.data_dir)
 
 
 def fill_record(record: RunRecord, result: dict[str, Any], run_config: dict[str, Any]) -> None:
@@ -429,4 +455,5 @@ def nlg_main(experiment: str, preset_name: str, description: str, argv: list[str
              table: dict[str, NLGSettings] = NLG_PROFILES) -> int:
     preset = get_preset(preset_name)
     return experiment_main(experiment, description, lambda ctx: nlg_plan(ctx, preset, table), execute_sft,
-                           argv=argv, add_arguments=add_nlg_arguments, stage=EVAL_STAGE, dry_run=dry_run_sft)
+                           argv=argv, add_arguments=add_nlg_arguments, stage=EVAL_STAGE, dry_run=dry_run_sft,
+                           check_inputs=check_inputs)

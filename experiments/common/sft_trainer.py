@@ -68,7 +68,7 @@ class SFTConfig:
     response_field: str = "response"
     data_split: str = "train"
     max_samples: int | None = None
-    data_dir: str | None = None                  # the shared benchmark files (for local: sources)
+    data_dir: str | None = None                  # searched first for the local: sources' files (eval.data_files)
     target_modules: tuple[str, ...] = LLAMA_TARGETS
     r: int | None = None
     alpha: float | None = None                   # None: the method's convention (LoRA/DoRA 2r, PiSSA r)

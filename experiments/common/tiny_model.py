@@ -17,11 +17,13 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from eval.data_files import describe, require
 from eval.generate_tiny import random_llama, random_rwkv, train_bpe_tokenizer
 
-from .sft_data import PROMPT, gsm8k_as_metamath, mbpp_as_codefeedback
+from .sft_data import LOCAL_SOURCES, PROMPT, gsm8k_as_metamath, local_source_files, mbpp_as_codefeedback
 
 BUILD_VERSION = 1   # bump when the recipe below changes, so cached copies are rebuilt
+CORPUS_FILES = tuple(local_source_files(LOCAL_SOURCES))   # the tokenizer's training text: both stand-ins (_corpus)
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class TinyModelSpec:
         return self.hidden_size // self.num_attention_heads
 
 
-def _corpus(data_dir: Path) -> list[str]:
+def _corpus(data_dir: Path | None) -> list[str]:
     texts = [PROMPT.format(query="")]
     for _, row in gsm8k_as_metamath(data_dir):
         texts += [row["query"], row["response"]]
@@ -62,8 +64,9 @@ def build_tiny_model(tokenizer, spec: TinyModelSpec):
                         max_position_embeddings=spec.max_position_embeddings, seed=spec.seed)
 
 
-def ensure_tiny_model(cache_dir: Path, data_dir: Path, spec: TinyModelSpec = TinyModelSpec()) -> Path:
-    """Directory holding the tiny model and its tokenizer, built on first use (atomically)."""
+def ensure_tiny_model(cache_dir: Path, data_dir: Path | None = None, spec: TinyModelSpec = TinyModelSpec()) -> Path:
+    """Directory holding the tiny model and its tokenizer, built on first use (atomically); ``data_dir`` is
+    searched first for the corpus files (``eval.data_files``)."""
     key = (f"tiny-{spec.architecture}-v{BUILD_VERSION}-h{spec.hidden_size}-l{spec.num_hidden_layers}"
            f"-v{spec.vocab_size}-s{spec.seed}")
     target = Path(cache_dir) / key
@@ -72,12 +75,13 @@ def ensure_tiny_model(cache_dir: Path, data_dir: Path, spec: TinyModelSpec = Tin
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target.parent))
     try:
-        tokenizer = train_bpe_tokenizer(_corpus(Path(data_dir)), spec.vocab_size, spec.max_position_embeddings)
+        corpus = {rel: describe(path) for rel, path in require(CORPUS_FILES, data_dir).items()}
+        tokenizer = train_bpe_tokenizer(_corpus(data_dir), spec.vocab_size, spec.max_position_embeddings)
         model = build_tiny_model(tokenizer, spec)
         tokenizer.save_pretrained(tmp)
         model.save_pretrained(tmp)
         (tmp / "tiny_model.json").write_text(json.dumps({"spec": asdict(spec), "build_version": BUILD_VERSION,
-                                                         "data_dir": str(data_dir)}, indent=1))
+                                                         "corpus": corpus}, indent=1))
         try:
             os.replace(tmp, target)
         except OSError:   # another process finished first

@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 import threading
 
-from eval.common import MATH_TEMPLATE, TaskSpec, load_hub, local_file, read_jsonl, render_math_prompt
+from eval.common import MATH_TEMPLATE, TaskSpec, load_hub, read_jsonl, render_math_prompt
+from eval.data_files import locate
 
 SPEC = TaskSpec(
     name="math",
@@ -63,8 +64,9 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
-def load_examples(data_dir: str | os.PathLike | None = None) -> list[dict]:
-    path = local_file(data_dir, SPEC.local_files[0])
+def load_examples(data_dir: str | os.PathLike | None = None, *, hub: bool = True) -> list[dict]:
+    """The 5000 test problems with prompt and gold; ``hub``: read the hub when no data directory has the file."""
+    path = locate(SPEC.local_files[0], data_dir, hub=hub)
     if path is not None:
         rows = read_jsonl(path)
     else:
