@@ -10,6 +10,7 @@ The directory is built once and reused (``ensure_tiny_model``); building takes a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -67,15 +68,17 @@ def build_tiny_model(tokenizer, spec: TinyModelSpec):
 def ensure_tiny_model(cache_dir: Path, data_dir: Path | None = None, spec: TinyModelSpec = TinyModelSpec()) -> Path:
     """Directory holding the tiny model and its tokenizer, built on first use (atomically); ``data_dir`` is
     searched first for the corpus files (``eval.data_files``)."""
+    corpus = {rel: describe(path) for rel, path in require(CORPUS_FILES, data_dir).items()}
+    # the tokenizer is trained on the corpus: other corpus files (another --data-dir) make another model
+    digest = hashlib.sha256("".join(corpus[rel]["sha256"] for rel in sorted(corpus)).encode()).hexdigest()[:8]
     key = (f"tiny-{spec.architecture}-v{BUILD_VERSION}-h{spec.hidden_size}-l{spec.num_hidden_layers}"
-           f"-v{spec.vocab_size}-s{spec.seed}")
+           f"-v{spec.vocab_size}-s{spec.seed}-c{digest}")
     target = Path(cache_dir) / key
     if (target / "tiny_model.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target.parent))
     try:
-        corpus = {rel: describe(path) for rel, path in require(CORPUS_FILES, data_dir).items()}
         tokenizer = train_bpe_tokenizer(_corpus(data_dir), spec.vocab_size, spec.max_position_embeddings)
         model = build_tiny_model(tokenizer, spec)
         tokenizer.save_pretrained(tmp)
