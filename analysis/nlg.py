@@ -17,8 +17,7 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
-from experiments.common.model_presets import (PAPER_TRAINABLE, PRESETS, get_preset, matches_printed,
-                                              trainable_params)
+from experiments.common.model_presets import PAPER_TRAINABLE, PRESETS, get_preset, printed_match, trainable_params
 
 from .core import (MISSING, NOT_TESTED, Claim, Col, Figure, Num, Results, Section, Stat, Table, mean_std,
                    profile_of, profile_sort_key, slug)
@@ -69,14 +68,15 @@ def paper_count(model: str, method: str, r: int | None = None):
 
 
 def trainable_cells(model: str, method: str, r: int | None = None) -> tuple[Num, Num]:
-    """(ours, paper) for the Trainable column; ours is flagged with † where it differs from the print."""
+    """(ours, paper) for the Trainable column: ours rounded at the paper's precision, marked "(paper truncates)"
+    where the print is ours truncated and † where the dimensions do not give the print at all."""
     preset = get_preset(model)
     r = r or preset.rank_alpha(method)[0]
     ours = trainable_params(model, method, r)
     entry = paper_count(model, method, r)
     if entry is None:
         return Num(ours, text=millions(ours)), Num(None)
-    mark = "" if matches_printed(ours, entry) else " †"
+    mark = {"rounds": "", "truncated": " (paper truncates)", "no": " †"}[printed_match(ours, entry)]
     return Num(ours, text=millions(ours, entry.printed) + mark), Num(entry.value, text=entry.printed)
 
 
@@ -183,7 +183,8 @@ def table5(results: Results) -> Table:
                  "equivalence) are second graders. Code: pass@1, greedy, the original tests. One row per profile: "
                  "'cpu: pipeline check' rows score a tiny random Llama on a few prompts with few new tokens and show "
                  "only that training, generation (vLLM CPU) and grading connect, not the paper's numbers. "
-                 "Trainable: computed from each model's dimensions at the paper's ranks (Table 10/11); † marks a "
+                 "Trainable: computed from each model's dimensions at the paper's ranks (Table 10/11), rounded at the "
+                 "paper's precision; '(paper truncates)' where the print is our count truncated; † marks a "
                  "count the dimensions do not reproduce (see the trainable-parameter table). "
                  f"Training records from profile(s): {', '.join(sorted(profiles)) or MISSING}."),
         notes=["RWKV6-7B: the paper reports math only and no DoRA row.",
@@ -257,10 +258,12 @@ def trainable_table() -> Table:
         alt = e.explained_by.get("r")
         note = e.note
         if alt:
-            note += f" (r={alt}: {millions(trainable_params(e.model, e.method, alt), e.printed)})"
+            alt_count = trainable_params(e.model, e.method, alt)
+            how = {"rounds": "rounds to", "truncated": "truncates to", "no": "does not give"}[printed_match(alt_count, e)]
+            note += f" (r={alt}: {alt_count:,}, which {how} {e.printed})"
         rows.append([e.table, get_preset(e.model).paper_name, label(e.method), Num(e.r), Num(ours),
                      Num(round(ours / 1e6, 2), text=millions(ours, e.printed)), Num(e.value, text=e.printed),
-                     "yes" if matches_printed(ours, e) else "no", note or ""])
+                     {"rounds": "yes", "truncated": "truncated", "no": "no"}[printed_match(ours, e)], note or ""])
     return Table(
         key="nlg_trainable_params", title="Trainable parameters of Tables 5, 7 and 9, from the model dimensions",
         columns=["Table", "Model", "Method", "r", Col("ours (exact)", "trainable_params"),
@@ -268,7 +271,9 @@ def trainable_table() -> Table:
                  "note"], rows=rows,
         caption=("Models built on the meta device from stored configs (no weights); every adapted Linear "
                  "(q,k,v,o,gate,up,down; RWKV: its projections) counted with the method's formula, checked "
-                 "against PEFT. 'reproduced': within one unit of the paper's last printed digit."))
+                 "against PEFT. 'reproduced': yes when our count rounds to the printed one at its printed precision "
+                 "(95,748,096 does not reproduce 95.8M); 'truncated' when the print is our count truncated, not "
+                 "rounded (21,757,952 printed as 21.7M); no otherwise."))
 
 
 # ---------------------------------------------------------------------------------------------- runs

@@ -82,11 +82,15 @@ def test_table5_trainable_column_and_scores(results, provider):
 def test_tables_7_9_and_trainable(results):
     t7 = nlg.table7(results)
     assert [r[0] for r in t7.rows] == ["16", "32", "64", "128"]
-    assert _row(t7, "16")[1:3] == ["21.8M", "21.7M"] and _row(t7, "16")[-1] == "cpu: pipeline check"
+    assert _row(t7, "16")[1:3] == ["21.8M (paper truncates)", "21.7M"] and _row(t7, "16")[-1] == "cpu: pipeline check"
     t9 = nlg.table9(results)
     assert _row(t9, "MiSS")[1:3] == ["47.2M", "47.2M"] and _row(t9, "LoRA")[1] == "53.1M †"
     tt = nlg.trainable_table()
-    assert any(r[1] == "Llama2-13B" and r[2] == "MiSS" and r[7] == "no" and "r=120" in r[8] for r in tt.rows)
+    assert any(r[1] == "Llama2-13B" and r[2] == "MiSS" and r[7] == "no" and "r=120: 255,590,400, which truncates "
+               "to 255M" in r[8] for r in tt.rows)
+    reproduced = {(r[1], r[2], r[3]): r[7] for r in tt.rows}
+    assert reproduced[("Mistral-7B", "DoRA", "36")] == "no"          # 95,748,096 rounds to 95.7M, not 95.8M
+    assert reproduced[("Llama2-7B", "MiSS", "16")] == "truncated" and reproduced[("Llama2-7B", "MiSS", "64")] == "yes"
 
 
 def test_fig5_claim_decided_on_small_profile(results, tmp_path):
