@@ -154,6 +154,8 @@ def fmt(value: Any, digits: int = 4) -> str:
             return "0"
         if value.is_integer() and abs(value) < 1e15:
             return f"{int(value):,}"
+        if 10**digits <= abs(value) < 1e6:     # e.g. an interpolated count: 11,012, not 1.101e+04
+            return f"{value:,.0f}"
         return f"{value:.{digits}g}" if abs(value) < 1e6 else f"{value:.{digits - 1}e}"
     return str(value)
 

@@ -317,3 +317,22 @@ def test_paper_values_are_consistent_with_the_paper():
     assert rows["lora"].params(64, 64, 2) == rows["miss"].params(64, 64, 4) == 256
     assert rows["vera"].params(64, 64, 64) == 128 and rows["adalora"].params(64, 64, 2) == 256 + 4
     assert pv.TABLE3["miss"]["total_flops"](4096, 4096, 8) == 4096 + 8 * 4096
+
+
+def test_lora_at_miss_parameter_count_is_measured_or_interpolated():
+    from analysis import complexity, efficiency
+
+    def lora(rank):      # 4096 x 11008: LoRA (d + k) r parameters, FLOPs per token affine in r
+        return {"trainable_params": 15104 * rank, "rank": rank, "flops_per_token": 15104 * rank + 4096.0}
+
+    data = {("4096x11008", r): {"lora": lora(r)} for r in (2, 3, 8)}
+    value, how = complexity.lora_at_params(data, "4096x11008", 32768, "flops_per_token")
+    assert value == pytest.approx(32768 + 4096) and how == "interpolated between r=2 and r=3"    # exact: affine
+    assert complexity.lora_at_params(data, "4096x11008", 15104 * 8, "flops_per_token") == (15104 * 8 + 4096.0,
+                                                                                           "measured at r=8")
+    assert complexity.lora_at_params(data, "4096x11008", 1000, "flops_per_token")[0] is None     # no bracket
+
+    recs = [{"trainable_params": 128 * r, "config": {"rank": r}, "metrics": {"step_s": {"median": 1e-3 * r}}}
+            for r in (1, 2, 4)]
+    assert efficiency.at_params(recs, 256, "step_s") == (2e-3, "measured at r=2")
+    assert efficiency.at_params(recs, 384, "step_s") == (pytest.approx(3e-3), "interpolated between r=2 and r=4")
