@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from experiments.common.model_presets import get_preset
+from experiments.common.model_presets import PRESETS
 
 from .core import NOT_TESTED, Claim, Col, Figure, Num, Results, Section, Table, profile_of, profile_sort_key
 from .registry import builder
@@ -25,6 +25,11 @@ def collect(results: Results) -> dict[Key, dict[str, dict[int | None, dict[str, 
         key = (profile_of(rec), cfg.get("preset"), cfg.get("task"))
         out.setdefault(key, {}).setdefault(cfg.get("method"), {})[cfg.get("r")] = rec
     return out
+
+
+def model_name(preset: str | None) -> str:
+    """The paper's name of an LLM preset; any other model (e.g. an encoder) by its own name."""
+    return PRESETS[preset].paper_name if preset in PRESETS else str(preset)
 
 
 def panel_order(key: Key) -> tuple:
@@ -57,7 +62,7 @@ def draw(fig, data) -> None:
         ax.set_xticks(ranks, [str(r) for r in ranks])
         ax.set_xlabel("rank r")
         ax.set_ylabel("initial gradient norm")
-        name = get_preset(key[1]).paper_name if key[1] else "?"
+        name = model_name(key[1])
         ax.set_title(f"{name} (cpu: tiny random stand-in), {key[2]}" if key[0] == "cpu" else f"{name}, {key[2]} "
                      f"({key[0]})", fontsize=10)
         ax.grid(alpha=0.3)
@@ -77,7 +82,7 @@ def table(data) -> Table:
                 if rec is None:
                     continue
                 m = rec.get("metrics", {})
-                rows.append([get_preset(key[1]).paper_name, key[2], label(method), Num(r), Num(norm(rec)),
+                rows.append([model_name(key[1]), key[2], label(method), Num(r), Num(norm(rec)),
                              Num(m.get("grad_norm_std"), 2), Num(m.get("n_batches")), Num(m.get("batch_size")),
                              Num(rec.get("trainable_params")), key[0]])
     return Table(
