@@ -2,14 +2,17 @@
 
 A builder (see ``registry``) gets a ``Results`` (the records under ``results/``, read once) and returns a
 ``Section``: tables, figures and claims. ``__main__`` writes them. Rules kept here so no builder breaks
-them: a missing value prints as "—" (``MISSING``), never a made-up number; mean ± std over seeds; files
-are written atomically.
+them: a missing value prints as "—" (``MISSING``), never a made-up number; mean ± std over seeds, never
+over profiles (``PROFILE_ORDER``); a number is stated once as a typed cell (``Num``, ``Stat``, ``Spread``)
+that renders as text and expands to numeric CSV columns; output is a pure function of the records (no
+clock, no machine path: ``strip_machine_paths``); files are written atomically. Claim verdicts come from
+``stats``.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import csv
+import datetime as _dt
 import io
 import math
 import os
