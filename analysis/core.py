@@ -187,16 +187,20 @@ def fmt_bytes(value: float | None) -> str:
 # fields. A plain string is a text cell; None or "" is a missing value.
 @dataclass(frozen=True)
 class Num:
-    """One number (``text`` overrides how it prints, e.g. the paper's "89.9M" for 89.9e6)."""
+    """One number: ``digits`` significant digits, or ``decimals`` fixed ones; ``text`` overrides how it prints
+    (e.g. the paper's "89.9M" for 89.9e6)."""
 
     value: float | int | None
     digits: int = 4
     text: str | None = None
+    decimals: int | None = None
 
     def render(self) -> str:
         if self.value is None:
             return MISSING
-        return self.text if self.text is not None else fmt(self.value, self.digits)
+        if self.text is not None:
+            return self.text
+        return f"{self.value:.{self.decimals}f}" if self.decimals is not None else fmt(self.value, self.digits)
 
     def fields(self) -> dict[str, Any]:
         return {"": _csv_number(self.value)}
@@ -230,7 +234,8 @@ class Stat:
         return text + (f" (n={self.n})" if self.show_n else "")
 
     def fields(self) -> dict[str, Any]:
-        return {"_mean": _csv_number(self.mean), "_std": _csv_number(self.std), "_n": self.n if self.mean is not None else None}
+        n = self.n if self.mean is not None else None
+        return {"_mean": _csv_number(self.mean), "_std": _csv_number(self.std), "_n": n}
 
 
 @dataclass(frozen=True)
@@ -309,8 +314,11 @@ class Table:
             keys.append(key)
         self.csv_keys = keys
         self.columns = [c.title for c in cols]
-        self.cells = [list(row) for row in self.rows]
-        self.rows = [[render(c) for c in row] for row in self.rows]
+        # text from the records (a data file, an adapter folder) must not carry this machine's paths
+        self.cells = [[c if is_numeric(c) or c is None else strip_machine_paths(c) for c in row] for row in self.rows]
+        self.rows = [[render(c) for c in row] for row in self.cells]
+        self.caption = strip_machine_paths(self.caption)
+        self.notes = [strip_machine_paths(n) for n in self.notes]
 
     def to_markdown(self, heading: str = "###") -> str:
         def cell(text: str) -> str:
@@ -432,7 +440,7 @@ class Claim:
         if self.basis():
             out += f"  - decided by: {self.basis()}\n"
         if self.evidence:
-            out += f"  - evidence: {self.evidence}\n"
+            out += f"  - evidence: {strip_machine_paths(self.evidence)}\n"
         return out
 
 

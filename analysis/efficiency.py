@@ -117,6 +117,10 @@ def protocol_text(profile: str, recs: list[dict[str, Any]]) -> str:
             f"{hardware_text(recs)}; peak memory: {mem_method or MISSING}")
 
 
+def bytes_cell(value: int | None) -> Num:
+    return Num(value, text=fmt_bytes(value) if value is not None else None)
+
+
 COLUMNS = ["Method", "Profile", "Rank", Col("Trainable", "trainable_params"), Col("Init time", "init_time_s"),
            Col("Train step time", "step_time_s"), Col("Peak step memory", "peak_step_memory_bytes"),
            Col("of which allocated in the step", "step_allocated_bytes"), Col("Paper", "paper")]
@@ -137,8 +141,8 @@ def size_table(name: str, by_profile: dict[str, ByMethod]) -> Table:
                                 show=fmt_seconds) for k in ("init_s", "step_s")}
             mem = m.get("step_memory", {})
             rows.append([label(method), profile, Num(rec["config"].get("rank")), Num(rec.get("trainable_params")),
-                         timing["init_s"], timing["step_s"], Num(mem.get("peak_bytes"), text=fmt_bytes(mem.get("peak_bytes"))),
-                         Num(mem.get("transient_bytes"), text=fmt_bytes(mem.get("transient_bytes"))), Num(None)])
+                         timing["init_s"], timing["step_s"], bytes_cell(mem.get("peak_bytes")),
+                         bytes_cell(mem.get("transient_bytes")), Num(None)])
     first = next(r for by_method in by_profile.values() for rs in by_method.values() for r in rs)
     size = first["config"]["size"]
     where = "the §3.1 MLP, adapter on fc1" if size["model"] == "mlp" else "one Linear"

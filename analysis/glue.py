@@ -90,14 +90,14 @@ def table4(data) -> Table:
                 ms = paper.get(column)
                 row.append(Stat(ms[0], ms[1], 3, decimals=2) if ms else None)
             avg = average(by_task)
-            row += [Num(avg, text=None if avg is None else f"{avg:.2f}"),
-                    Num(paper.get("Avg"), text=f"{paper['Avg']:.2f}" if "Avg" in paper else None)]
+            row += [Num(avg, decimals=2), Num(paper.get("Avg"), decimals=2)]
             rows.append(row)
     columns = ["Method", "Run", Col("Trainable (adapter share, ours)", "adapter_share_pct"),
                Col("Trainable (paper)", "adapter_share_pct_paper")]
     for column in TABLE4_TASKS:
         unit = "matthews_x100" if column in PAPER_METRIC else "accuracy_pct"
-        columns += [Col(f"{column} (ours)", f"{slug(column)}_{unit}"), Col(f"{column} (paper)", f"{slug(column)}_{unit}_paper")]
+        columns += [Col(f"{column} (ours)", f"{slug(column)}_{unit}"),
+                    Col(f"{column} (paper)", f"{slug(column)}_{unit}_paper")]
     columns += [Col("Avg (ours)", "avg"), Col("Avg (paper)", "avg_paper")]
     seeds = sorted({r.get("seed") for p in data.values() for m in p.values() for t in m.values() for r in t})
     return Table(
@@ -133,10 +133,11 @@ def detail_table(data) -> Table:
                 cells.append(Stat.of([metric(r, "accuracy") for r in recs], decimals=2, show_n=bool(recs)))
                 cells.append(Stat.of([metric(r, "matthews") for r in recs], decimals=2) if column == "CoLA" else None)
             times = [r.get("wall_time_s") for r in recs_any if isinstance(r.get("wall_time_s"), (int, float))]
-            rows.append([column, PROFILE_TEXT.get(profile, profile), Num(100 * m0["majority_baseline_accuracy"], text=f"{100 * m0['majority_baseline_accuracy']:.2f}"),
-                         Num(100 * m0["dev_largest_class_share"], text=f"{100 * m0['dev_largest_class_share']:.2f}"),
+            rows.append([column, PROFILE_TEXT.get(profile, profile),
+                         Num(100 * m0["majority_baseline_accuracy"], decimals=2),
+                         Num(100 * m0["dev_largest_class_share"], decimals=2),
                          *cells, Num(m0["n_train"]), Num(m0["n_eval"]),
-                         Num(statistics.fmean(times) if times else None, text=f"{statistics.fmean(times):.1f}" if times else None),
+                         Num(statistics.fmean(times) if times else None, decimals=1),
                          m0.get("train_source", MISSING)])
     columns = ["Task", "Run", Col("Majority baseline acc.", "majority_baseline_accuracy_pct"),
                Col("Largest dev class (%)", "largest_dev_class_pct")]

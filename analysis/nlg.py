@@ -109,7 +109,7 @@ def seed_scores(results: Results, experiment: str, recs: list[dict[str, Any]], c
 
 
 def paper_cell(value: Any) -> Num:
-    return Num(value, text=f"{value:.2f}" if isinstance(value, float) else None)
+    return Num(value, decimals=2 if isinstance(value, float) else None)
 
 
 def profile_rows(*rec_lists: list[dict[str, Any]]) -> list[str | None]:
@@ -137,7 +137,7 @@ def method_scores(results: Results, experiment: str, by: dict, method: str, prof
         out[col] = (score_cell(results, experiment, recs, col), mean_score(results, experiment, recs, col))
     means = [out[col][1] for col in SCORE_COLUMNS if paper.get(col) is not None]
     avg = statistics.fmean(means) if means and None not in means else None
-    out["Avg"] = (Num(avg, text=None if avg is None else f"{avg:.2f}"), avg)
+    out["Avg"] = (Num(avg, decimals=2), avg)
     return out
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from experiments.common.nlg_eval import eval_experiment
 
-from .core import MISSING, Col, Num, Results, Section, Table, profile_of, slug, strip_machine_paths
+from .core import MISSING, Col, Num, Results, Section, Table, profile_of, slug
 from .nlg import NLG_EXPERIMENTS, profile_label, score_provider
 from .registry import builder
 
@@ -64,14 +64,14 @@ def eval_table(results: Results) -> Table:
             scores = m.get("scores", {})
             subset = [TASKS.get(t, t) for t in scores if not m.get("full_test_set", {}).get(t)]
             rows.append([experiment, rec["run"], profile_label(rec.get("profile")),
-                         strip_machine_paths(f"{cfg.get('served_as')}: {cfg.get('adapter') or cfg.get('model')}"),
+                         f"{cfg.get('served_as')}: {cfg.get('adapter') or cfg.get('model')}",
                          f"{m.get('backend')} ({engine.get('device', '?')})",
                          Num(sampling.get("max_new_tokens")),
                          *(Num(scores.get(task, {}).get(rule)) for task, rule in COLUMN_RULE.values()),
                          *(Num(m.get("n", {}).get(t) if t in scores else None) for t in TASKS),
                          ", ".join(subset) or ("none" if scores else MISSING),
                          Num(m.get("generation_seconds")), Num(m.get("engine_job_seconds")),
-                         strip_machine_paths(m.get("graded") or MISSING)])
+                         m.get("graded") or MISSING])
         for run in results.failed.get(eval_experiment(experiment), []):
             rows.append([experiment, run, "failed", *[None] * (len(COLUMNS) - 3)])
     return Table(

@@ -15,7 +15,7 @@ from typing import Any
 from experiments.common.records import load_records
 
 from .core import (INCONCLUSIVE, MISSING, NOT_TESTED, TEST_NAME, Claim, Col, Figure, Num, PairedInterval, Results,
-                   Section, Table, fmt, profile_of, profile_sort_key, profiles_in, strip_machine_paths)
+                   Section, Table, fmt, profile_of, profile_sort_key, profiles_in)
 from .paper_values import TABLE8
 from .registry import builder
 from .stats import decide, exact_verdict, log_ratios, paired_interval
@@ -57,8 +57,7 @@ def collect(results: Results) -> dict[str, tuple[Runs, dict[str, Any] | None, di
         mine = sorted((r for r in records if profile_of(r) == profile), key=lambda r: str(r["run"]))
         runs = {r["run"]: r for r in mine if r.get("status") == "success"}
         side = runs.pop(SIDE_BY_SIDE, None)
-        errors = {r["run"]: strip_machine_paths((r.get("error") or "failed").splitlines()[0][:160])
-                  for r in mine if r.get("status") != "success"}
+        errors = {r["run"]: (r.get("error") or "failed").splitlines()[0][:160] for r in mine if r.get("status") != "success"}
         out[profile] = (runs, side, errors)
     return out
 

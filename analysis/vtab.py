@@ -43,16 +43,12 @@ def trainable_m(recs_by_task: dict[str, list[dict[str, Any]]], real: bool) -> An
     if not values:
         return None
     lo, hi = min(values), max(values)
-    return Num(lo / 1e6, text=f"{lo / 1e6:.3f}") if lo == hi else f"{lo / 1e6:.3f}–{hi / 1e6:.3f}"
+    return Num(lo / 1e6, decimals=3) if lo == hi else f"{lo / 1e6:.3f}–{hi / 1e6:.3f}"
 
 
 def image_average(by_task: dict[str, list[dict[str, Any]]]) -> float | None:
     means = [mean_std(accuracies(by_task.get(TASK_KEYS[t], []))) for t in TABLE6_IMAGE_TASKS]
     return statistics.fmean(m[0] for m in means) if all(means) else None
-
-
-def two(value: float | None) -> Num:
-    return Num(value, text=None if value is None else f"{value:.2f}")
 
 
 def table6(data) -> Table:
@@ -65,17 +61,18 @@ def table6(data) -> Table:
             row = [label(method), profile or MISSING]
             for task in TABLE6_IMAGE_TASKS:
                 row.append(Stat.of(accuracies(by_task.get(TASK_KEYS[task], [])), decimals=2))
-                row.append(two(paper["image"][task] if paper else None))
+                row.append(Num(paper["image"][task] if paper else None, decimals=2))
             avg = image_average(by_task)
-            row += [two(avg), two(paper.get("image_avg")), trainable_m(by_task, real=True),
-                    Num(paper.get("image_tps"), text=f"{paper['image_tps']:.3f}" if paper else None)]
-            row += [MISSING if not paper else "not reproduced"] + [two(paper["video"][t] if paper else None)
+            row += [Num(avg, decimals=2), Num(paper.get("image_avg"), decimals=2), trainable_m(by_task, real=True),
+                    Num(paper.get("image_tps"), decimals=3)]
+            row += [MISSING if not paper else "not reproduced"] + [Num(paper["video"][t] if paper else None, decimals=2)
                                                                   for t in TABLE6_VIDEO_TASKS]
             row += [Stat.of(accuracies(by_task.get(SYNTHETIC, [])), decimals=2), trainable_m(by_task, real=False)]
             rows.append(row)
     columns = ["Method", "Profile"]
     for task in TABLE6_IMAGE_TASKS:
-        columns += [Col(f"{task} (ours)", f"{slug(task)}_accuracy_pct"), Col(f"{task} (paper)", f"{slug(task)}_accuracy_pct_paper")]
+        columns += [Col(f"{task} (ours)", f"{slug(task)}_accuracy_pct"),
+                    Col(f"{task} (paper)", f"{slug(task)}_accuracy_pct_paper")]
     columns += [Col("Image avg (ours)", "image_avg_pct"), Col("Image avg (paper)", "image_avg_pct_paper"),
                 Col("#TPs M (ours)", "trainable_params_millions"), Col("#TPs M (paper)", "trainable_params_millions_paper"),
                 "Video (ours)", *[Col(f"{t} (paper)", f"{slug(t)}_accuracy_pct_paper") for t in TABLE6_VIDEO_TASKS],

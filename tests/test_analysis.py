@@ -222,6 +222,8 @@ def test_machine_paths_are_shortened_to_the_repository_folder():
     text = "adapter /home/u/miss/runs/nlg/math-lora-s42/adapter failed; log: /tmp/x/run.log; MiSS/LoRA 1/2"
     assert strip_machine_paths(text) == ("adapter runs/nlg/math-lora-s42/adapter failed; log: …/run.log; "
                                          "MiSS/LoRA 1/2")
+    table = Table("t", "T", ["data"], [["/srv/clone/data/glue/SST-2/train.tsv.gz (random 48)"]], caption=text)
+    assert table.rows == [["data/glue/SST-2/train.tsv.gz (random 48)"]] and "/home" not in table.to_markdown()
 
 
 def _outputs(folder: Path) -> list[str]:
