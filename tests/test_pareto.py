@@ -5,6 +5,7 @@ while the others go on."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
