@@ -289,7 +289,7 @@ def miss_below_lora(data: Data, key: str, unit: str, text: str, test: str) -> li
 
 
 def claims_for(data: Data, profile: str) -> list[Claim]:
-    tag = f"[{profile}]"
+    tag = f"[{profile}]" if profile else "[no records]"
     claims = miss_below_lora(data, "flops_per_token", "", f"{tag} MiSSe costs fewer FLOPs than LoRA: O(k + dr) vs "
                              "O((d + k) r) per token (Tables 2-3)", "Measured forward FLOPs per token of MiSS below "
                              "LoRA's")
@@ -363,4 +363,4 @@ def build(results: Results) -> Section:
     return Section(key="complexity", title="Tables 2-3: space, FLOPs and parameters", experiments=(EXPERIMENT,),
                    tables=[table2(by_profile), table3(by_profile), table2_check(by_profile),
                            equal_params_table(by_profile)],
-                   claims=claims or claims_for({}, MISSING), summary=summary_text(results))
+                   claims=claims or claims_for({}, ""), summary=summary_text(results))

@@ -250,7 +250,7 @@ def shared_rank_points(by_size: dict[str, ByMethod], method: str, ref: str, metr
 
 
 def claims_for(by_size: dict[str, ByMethod], profile: str) -> list[Claim]:
-    tag = f"[{profile}]"
+    tag = f"[{profile}]" if profile else "[no records]"
     sizes = sizes_sorted(by_size) if by_size else []
     realistic = [s for s in sizes if s != PAPER_SIZE]
     points_note = " Points: every measured (layer size, rank); each point's value is the ratio of medians."
@@ -333,4 +333,4 @@ def build(results: Results) -> Section:
     claims = [c for p in sorted(by_profile, key=profile_sort_key) for c in claims_for(by_profile[p], p)]
     return Section(key="efficiency", title="Fig. 2 (middle, right): efficiency of adapters", experiments=(EXPERIMENT,),
                    tables=tables + [comparison_table(by_profile)], figures=figures,
-                   claims=claims or claims_for({}, MISSING), summary=summary_text(results))
+                   claims=claims or claims_for({}, ""), summary=summary_text(results))

@@ -221,7 +221,7 @@ def build(results: Results) -> Section:
     for profile in sorted(by_profile, key=profile_sort_key) or [None]:
         data = by_profile.get(profile, {})
         for protocol in list(PROTOCOLS) + [p for p in protocols_of(data) if p not in PROTOCOLS]:
-            claims += claims_for(data.get(protocol, {}), f"{profile or MISSING}, {protocol}")
+            claims += claims_for(data.get(protocol, {}), f"{profile or 'no records'}, {protocol}")
     return Section(
         key="no_free_lunch", title="Fig. 2 (left): No Free Lunch adaptation", experiments=(EXPERIMENT,),
         tables=[min_loss_table(by_profile)],

@@ -317,7 +317,7 @@ def claims_for(profile: str, runs: Runs, side: dict[str, Any] | None) -> list[Cl
     miss, lora = runs.get(MISS), runs.get(LORA)
     pm = next(r for r in TABLE8 if r.peft_type == PAPER_MISS)
     pl = next(r for r in TABLE8 if r.peft_type == PAPER_LORA)
-    tag = f"[{profile}] "
+    tag = f"[{profile}] " if profile else "[no records] "
     out = []
 
     time_text = (f"{tag}MiSS trains faster than LoRA (Table 8: total {pm.total_time_s} s vs {pl.total_time_s} s = "
@@ -397,7 +397,7 @@ def build(results: Results) -> Section:
     by_profile = collect(results)
     profiles = sorted(by_profile, key=profile_sort_key)
     shown = by_profile[profiles[0]][0] if profiles else {}             # the figure: largest-scale profile
-    claims = [c for p in profiles for c in claims_for(p, *by_profile[p][:2])] or claims_for(MISSING, {}, None)
+    claims = [c for p in profiles for c in claims_for(p, *by_profile[p][:2])] or claims_for("", {}, None)
     failed = [f"{p}/{name}" for p in profiles for name in sorted(by_profile[p][2])]
     return Section(
         key="pareto", title="Table 8 and Fig. 4: PEFT MetaMathQA benchmark and Pareto fronts", experiments=(EXPERIMENT,),

@@ -127,7 +127,7 @@ def claims(data) -> list[Claim]:
             verdict = NOT_TESTED
             evidence = (f"no seed with all {len(TASK_KEYS)} real VTAB-1K tasks for both methods (the cpu profile runs "
                         f"only the pipeline check); {ratio_text}")
-        out.append(Claim(f"[{profile or MISSING}] {text}", test, verdict, evidence,
+        out.append(Claim(f"[{profile or 'no records'}] {text}", test, verdict, evidence,
                          [("MiSS − LoRA image average", iv)] if iv else []))
     return out
 
