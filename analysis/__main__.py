@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import sys
 import traceback
@@ -12,10 +11,25 @@ from pathlib import Path
 from experiments.common.records import DEFAULT_RESULTS_DIR, REPO_ROOT
 
 from . import BUILDER_MODULES  # noqa: F401  (registers the builders)
-from .core import Results, Section, write_figure_atomic, write_text_atomic
+from .core import TEST_NAME, Results, Section, strip_machine_paths, write_figure_atomic, write_text_atomic
 from .registry import BUILDERS
+from .run_csv import write_run_csvs
 
 DEFAULT_OUT = REPO_ROOT / "paper_tables"
+CLAIMS_RULES = (
+    "Each claim of the paper that an experiment tests, with its verdict: ✅ supported, ❌ contradicted, ❔ "
+    "inconclusive, ⬜ not tested (no data, or only a pipeline check that cannot test it). How a verdict is decided "
+    "(`analysis/stats.py`, one helper for every claim): the claim is read as a comparison of paired measurements, "
+    "paired by seed (same seed, same data), by measured point (same layer size and rank) or by step (same batch); "
+    f"their differences (log ratios for times and memory) get a {TEST_NAME} interval: the exact Wilcoxon "
+    "signed-rank test (its null distribution enumerated, no bootstrap, no normal approximation), inverted into the "
+    "Hodges–Lehmann confidence interval for the centre of the differences. The claim is *supported* only when the "
+    "interval lies wholly on the claimed side of 0 (or of the margin the claim states, e.g. a ratio of 3 for 'within "
+    "3×'), *contradicted* when it lies wholly on the other side, and *inconclusive* when it contains it. With 5 or "
+    "fewer pairs no exact two-sided test reaches 95% (its smallest p-value is 1/16 at n = 5), so the interval is "
+    "unbounded and the verdict inconclusive: 6 pairs is the least that can decide. Claims about deterministic counts "
+    "(parameters, FLOPs) are checked exactly at every measured point instead, and say so. Each verdict names its "
+    "test, n and interval.")
 
 
 def write_section(section: Section, out: Path, results: Results) -> list[tuple[str, str, str, str]]:
@@ -28,7 +42,9 @@ def write_section(section: Section, out: Path, results: Results) -> list[tuple[s
     for table in section.tables:
         write_text_atomic(out / f"{table.key}.md", table.to_markdown(heading="#"))
         write_text_atomic(out / f"{table.key}.tex", table.to_latex())
-        lines.append((f"[{table.key}.md]({table.key}.md), [.tex]({table.key}.tex)", table.title, profile, when))
+        write_text_atomic(out / f"{table.key}.csv", table.to_csv())
+        lines.append((f"[{table.key}.md]({table.key}.md), [.tex]({table.key}.tex), [.csv]({table.key}.csv)",
+                      table.title, profile, when))
     if section.claims:
         write_text_atomic(out / f"claims_{section.key}.md", section.claims_markdown())
         lines.append((f"[claims_{section.key}.md](claims_{section.key}.md)", f"Claims: {section.title}", profile, when))
@@ -36,34 +52,35 @@ def write_section(section: Section, out: Path, results: Results) -> list[tuple[s
 
 
 def run_all_summaries(results_dir: Path) -> list[str]:
-    """The run_all summaries on record (run_all writes one before calling the analysis, so inside run_all
-    this is the current run); each line says when it was written and which experiments were skipped as done."""
+    """The run_all summaries on record, one line per profile: when run_all wrote it (its ``written_at``)
+    and what each experiment took. run_all writes its summary before it calls the analysis and adds the
+    analysis's own time afterwards; that row is left out, so the line reads the same before and after."""
     out = []
     for path in sorted((results_dir / "run_all").glob("summary-*.json")):
         try:
             data = json.loads(path.read_text())
-            written = _dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.timezone.utc).isoformat(timespec="seconds")
         except (OSError, json.JSONDecodeError):
             continue
+        rows = [e for e in data.get("experiments", []) if e.get("experiment") != "analysis"]
         parts = ", ".join(f"{e['experiment']} {e['time_s']} s" if not str(e.get("status")).startswith("skipped")
                           else f"{e['experiment']} skipped (done earlier)"
-                          for e in data.get("experiments", []) if e.get("time_s") is not None)
-        out.append(f"- last complete `python -m experiments.run_all --profile {data.get('profile')}` on record "
-                   f"(written {written}): {data.get('total_time_s')} s in total ({parts}).")
+                          for e in rows if e.get("time_s") is not None)
+        total = sum(e.get("time_s") or 0 for e in rows)
+        written = data.get("written_at") or "at an unrecorded time"
+        out.append(f"- last `python -m experiments.run_all --profile {data.get('profile')}` on record (written "
+                   f"{written}): its experiments took {total:.1f} s ({parts}).")
     return out
 
 
 def readme(sections: list[Section], index: list[tuple[str, str, str, str]], errors: list[str], results: Results,
-           results_dir: Path) -> str:
-    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    try:
-        results_dir = Path(results_dir).resolve().relative_to(REPO_ROOT)
-    except ValueError:
-        pass
+           results_dir: Path, run_csvs: list[str]) -> str:
     tables = {t.key: t for s in sections for t in s.tables}
     lines = ["# Paper tables and figures", "",
-             f"Generated by `python -m analysis --results-dir {results_dir}` at {now} from the records under "
-             "`results/`; regenerated on every run, never edited by hand. Missing values print as \"—\".", ""]
+             "Generated by `python -m analysis` from the records under `results/` (a pure function of them: the "
+             "same records give the same bytes); regenerated on every run, never edited by hand. Missing values "
+             "print as \"—\". Every table has a CSV twin with numeric columns (mean, std and n apart, units in "
+             "the header), and each experiment's runs are in one flat CSV: "
+             + (", ".join(f"`results/{name}`" for name in run_csvs) or "none yet") + ".", ""]
     for s in sections:
         for key in s.readme_figures:
             fig = next(f for f in s.figures if f.key == key)
@@ -86,24 +103,24 @@ def readme(sections: list[Section], index: list[tuple[str, str, str, str]], erro
                      "sessions.")
     lines += run_all_summaries(results_dir)
     failed = {e: runs for e, runs in results.failed.items() if runs}
-    for experiment, runs in failed.items():
+    for experiment, runs in sorted(failed.items()):
         lines.append(f"- {experiment}: {len(runs)} failed run(s) left out: {', '.join(runs[:8])}")
     lines += ["", "## Index", "", "| file | what | profile | results from |", "|---|---|---|---|"]
     lines += [f"| {link} | {what} | {profile} | {when} |" for link, what, profile, when in index]
     if errors:
-        lines += ["", "## Builders that failed", ""] + [f"- {e}" for e in errors]
-    lines += ["", "## Claims", "",
-              "Each claim of the paper that an experiment tests, decided from the results by the stated test "
-              "(✅ supported, ❌ not supported, ⬜ not tested).", ""]
+        lines += ["", "## Builders that failed", ""] + [f"- {strip_machine_paths(e)}" for e in errors]
+    lines += ["", "## Claims", "", CLAIMS_RULES, ""]
     lines += [s.claims_markdown() for s in sections if s.claims]
     return "\n".join(lines).rstrip() + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    p.add_argument("--only", default=None, help="comma-separated builder keys (default: all)")
+    p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR,
+                   help="the records to read (default: results/ of the repository); the per-experiment CSVs "
+                        "are written there too")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the tables go (default: paper_tables/)")
+    p.add_argument("--only", default=None, help=f"comma-separated builder keys (default: all of {', '.join(BUILDERS)})")
     args = p.parse_args(argv)
 
     results = Results(args.results_dir)
@@ -122,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # one broken builder must not hide the other tables
             errors.append(f"{key}: {type(e).__name__}: {e}")
             traceback.print_exc()
-    write_text_atomic(args.out / "README.md", readme(sections, index, errors, results, args.results_dir))
+    run_csvs = [p.name for p in write_run_csvs(args.results_dir)]
+    write_text_atomic(args.out / "README.md", readme(sections, index, errors, results, args.results_dir, run_csvs))
     print(f"analysis: {len(sections)} section(s), {len(index)} file(s) -> {args.out}"
           + (f"; {len(errors)} builder(s) failed" if errors else ""), file=sys.stderr)
     return 1 if errors else 0

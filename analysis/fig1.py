@@ -4,22 +4,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from experiments.common.model_presets import get_preset
+from experiments.common.model_presets import PRESETS
 
-from .core import MISSING, NOT_TESTED, Claim, Figure, Results, Section, Table, fmt, verdict
+from .core import NOT_TESTED, Claim, Col, Figure, Num, Results, Section, Table, profile_of, profile_sort_key
 from .registry import builder
+from .stats import decide, log_ratios, paired_interval
 from .style import color, emphasis, label, marker, ordered
 
 EXPERIMENT = "gradient_norm"
 
 
-def collect(results: Results) -> dict[tuple[str, str], dict[str, dict[int | None, dict[str, Any]]]]:
-    """(preset, task) -> method -> rank (None for Full FT) -> record."""
-    out: dict[tuple[str, str], dict[str, dict[int | None, dict[str, Any]]]] = {}
+Key = tuple[str, str, str]    # (profile, preset, task)
+
+
+def collect(results: Results) -> dict[Key, dict[str, dict[int | None, dict[str, Any]]]]:
+    """(profile, preset, task) -> method -> rank (None for Full FT) -> record; profiles are never pooled."""
+    out: dict[Key, dict[str, dict[int | None, dict[str, Any]]]] = {}
     for rec in results.records(EXPERIMENT):
         cfg = rec.get("config", {})
-        out.setdefault((cfg.get("preset"), cfg.get("task")), {}).setdefault(cfg.get("method"), {})[cfg.get("r")] = rec
+        key = (profile_of(rec), cfg.get("preset"), cfg.get("task"))
+        out.setdefault(key, {}).setdefault(cfg.get("method"), {})[cfg.get("r")] = rec
     return out
+
+
+def model_name(preset: str | None) -> str:
+    """The paper's name of an LLM preset; any other model (e.g. an encoder) by its own name."""
+    return PRESETS[preset].paper_name if preset in PRESETS else str(preset)
+
+
+def panel_order(key: Key) -> tuple:
+    return profile_sort_key(key[0]), str(key[1]), str(key[2])
 
 
 def norm(rec: dict[str, Any] | None) -> float | None:
@@ -27,7 +41,7 @@ def norm(rec: dict[str, Any] | None) -> float | None:
 
 
 def draw(fig, data) -> None:
-    panels = sorted(data)
+    panels = sorted(data, key=panel_order)
     if not panels:
         ax = fig.subplots(1, 1)
         ax.text(0.5, 0.5, "no results", ha="center", va="center", transform=ax.transAxes)
@@ -48,9 +62,9 @@ def draw(fig, data) -> None:
         ax.set_xticks(ranks, [str(r) for r in ranks])
         ax.set_xlabel("rank r")
         ax.set_ylabel("initial gradient norm")
-        cpu = any(rec.get("profile") == "cpu" for recs in by_method.values() for rec in recs.values())
-        name = get_preset(key[0]).paper_name if key[0] else "?"
-        ax.set_title(f"{name} (cpu: tiny random stand-in), {key[1]}" if cpu else f"{name}, {key[1]}", fontsize=10)
+        name = model_name(key[1])
+        ax.set_title(f"{name} (cpu: tiny random stand-in), {key[2]}" if key[0] == "cpu" else f"{name}, {key[2]} "
+                     f"({key[0]})", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
@@ -58,7 +72,7 @@ def draw(fig, data) -> None:
 
 def table(data) -> Table:
     rows = []
-    for key in sorted(data):
+    for key in sorted(data, key=panel_order):
         by_method = data[key]
         ranks = sorted({r for m in by_method.values() for r in m if r is not None})
         for method in ordered(by_method):
@@ -68,13 +82,13 @@ def table(data) -> Table:
                 if rec is None:
                     continue
                 m = rec.get("metrics", {})
-                rows.append([get_preset(key[0]).paper_name, key[1], label(method), MISSING if r is None else str(r),
-                             fmt(norm(rec)), fmt(m.get("grad_norm_std"), 2), fmt(m.get("n_batches")),
-                             fmt(m.get("batch_size")), fmt(rec.get("trainable_params")), rec.get("profile") or MISSING])
+                rows.append([model_name(key[1]), key[2], label(method), Num(r), Num(norm(rec)),
+                             Num(m.get("grad_norm_std"), 2), Num(m.get("n_batches")), Num(m.get("batch_size")),
+                             Num(rec.get("trainable_params")), key[0]])
     return Table(
         key="fig1_gradient_norm", title="Fig. 1: gradient norm at initialisation",
-        columns=["Model", "Task", "Method", "Rank", "grad norm (mean)", "std", "batches", "batch size", "trainable",
-                 "profile"],
+        columns=["Model", "Task", "Method", "Rank", Col("grad norm (mean)", "grad_norm_mean"),
+                 Col("std", "grad_norm_std"), Col("batches", "n_batches"), "batch size", "trainable", "profile"],
         rows=rows,
         caption=("L2 norm of the gradient of all trainable parameters, mean response-token loss of one batch, before "
                  "any update; mean (std) over the batches. LoRA alpha = 2r, PiSSA alpha = r. The paper gives no numbers "
@@ -82,23 +96,30 @@ def table(data) -> Table:
 
 
 def claims(data) -> list[Claim]:
+    """Per profile: MiSS over LoRA at each shared (model, task, rank), decided by the exact interval of the
+    log ratios. cpu-profile records come from a tiny random model: reported, not decided."""
     text = "MiSS starts with a larger gradient norm than LoRA at the same rank (Fig. 1), hence its faster convergence"
-    test = "grad norm (mean over batches) of MiSS > LoRA at every shared (model, task, rank); small/paper profiles only"
-    checks, profiles = [], set()
-    for key, by_method in data.items():
-        for r, rec in by_method.get("miss", {}).items():
-            other = by_method.get("lora", {}).get(r)
-            if other is None or norm(rec) is None or norm(other) is None:
+    test = ("MiSS ÷ LoRA initial gradient norm (mean over batches) above 1; one pair per shared (model, task, rank); "
+            "small/paper profiles (the cpu profile's tiny random model does not test the claim)")
+    out = []
+    for profile in sorted({k[0] for k in data}, key=profile_sort_key):
+        checks = []
+        for key, by_method in sorted(data.items(), key=lambda kv: panel_order(kv[0])):
+            if key[0] != profile:
                 continue
-            profiles |= {rec.get("profile"), other.get("profile")}
-            checks.append((key, r, norm(rec), norm(other)))
-    if not checks:
-        return [Claim(text, test, NOT_TESTED, "no MiSS/LoRA pairs recorded")]
-    evidence = "; ".join(f"{key[0]} {key[1]} r{r}: MiSS {a:.3g} vs LoRA {b:.3g}" for key, r, a, b in sorted(checks)[:8])
-    cpu_only = profiles <= {"cpu"}
-    decided = None if cpu_only else all(a > b for *_, a, b in checks)
-    evidence += " (profile cpu: a tiny random model does not test the claim)" if cpu_only else ""
-    return [Claim(text, test, verdict(decided), evidence)]
+            for r, rec in sorted(by_method.get("miss", {}).items(), key=lambda kv: kv[0] or 0):
+                other = by_method.get("lora", {}).get(r)
+                if other is not None and norm(rec) is not None and norm(other) is not None:
+                    checks.append((key, r, norm(rec), norm(other)))
+        if not checks:
+            continue
+        iv = paired_interval(log_ratios((a, b) for *_, a, b in checks), log_ratio=True)
+        evidence = "; ".join(f"{key[1]} {key[2]} r{r}: MiSS {a:.3g} vs LoRA {b:.3g}" for key, r, a, b in checks[:8])
+        decided = decide(iv, "greater")
+        if profile == "cpu":
+            decided, evidence = NOT_TESTED, evidence + " (profile cpu: a tiny random model does not test the claim)"
+        out.append(Claim(f"[{profile}] {text}", test, decided, evidence, [("MiSS ÷ LoRA grad norm", iv)] if iv else []))
+    return out or [Claim(text, test, NOT_TESTED, "no MiSS/LoRA pairs recorded")]
 
 
 @builder("fig1", "Fig. 1: gradient norm at initialisation")

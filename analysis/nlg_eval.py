@@ -13,7 +13,7 @@ from typing import Any
 
 from experiments.common.nlg_eval import eval_experiment
 
-from .core import MISSING, Results, Section, Table, fmt
+from .core import MISSING, Col, Num, Results, Section, Table, profile_of, slug
 from .nlg import NLG_EXPERIMENTS, profile_label, score_provider
 from .registry import builder
 
@@ -22,11 +22,15 @@ COLUMN_RULE = {"GSM8K": ("gsm8k", "pissa"), "GSM8K flexible": ("gsm8k", "flexibl
                "Mbpp": ("mbpp", "pissa")}
 
 
-def eval_record(results: Results, experiment: str, run: str) -> dict[str, Any] | None:
-    """The successful eval record of one training run, if it scores the run's current training."""
-    rec = next((r for r in results.records(eval_experiment(experiment)) if r["run"] == run), None)
-    training = next((r for r in results.records(experiment) if r["run"] == run), None)
-    if rec is None or training is None:
+TASKS = {"gsm8k": "GSM8K", "math": "MATH", "humaneval": "HumanEval", "mbpp": "MBPP"}
+
+
+def eval_record(results: Results, experiment: str, training: dict[str, Any]) -> dict[str, Any] | None:
+    """The successful eval record of one training run (same run, same profile), if it scores the run's
+    current training."""
+    rec = next((r for r in results.records(eval_experiment(experiment), profile_of(training))
+                if r["run"] == training["run"]), None)
+    if rec is None:
         return None
     if rec.get("config", {}).get("fingerprint", {}).get("trained_at") != training.get("finished_at"):
         return None
@@ -34,8 +38,8 @@ def eval_record(results: Results, experiment: str, run: str) -> dict[str, Any] |
 
 
 @score_provider
-def graded_scores(results: Results, experiment: str, run: str) -> dict[str, float] | None:
-    rec = eval_record(results, experiment, run)
+def graded_scores(results: Results, experiment: str, training: dict[str, Any]) -> dict[str, float] | None:
+    rec = eval_record(results, experiment, training)
     if rec is None:
         return None
     scores = rec.get("metrics", {}).get("scores", {})
@@ -43,13 +47,11 @@ def graded_scores(results: Results, experiment: str, run: str) -> dict[str, floa
             if isinstance(scores.get(task, {}).get(rule), (int, float))}
 
 
-def _task_cell(m: dict[str, Any], task: str) -> str:
-    s = m.get("scores", {}).get(task)
-    if not s:
-        return MISSING
-    rules = " / ".join(f"{rule} {fmt(v, 4)}" for rule, v in s.items())
-    full = "" if m.get("full_test_set", {}).get(task) else " (subset)"
-    return f"{rules} (n={m.get('n', {}).get(task)}){full}"
+COLUMNS = (["experiment", "run", "profile", "scored model", "backend", "max new tokens"]
+           + [Col(f"{col} (%)", f"{slug(col)}_pct") for col in COLUMN_RULE]
+           + [Col(f"{name} n", f"{task}_n") for task, name in TASKS.items()]
+           + ["scored on a subset", Col("generation (s)", "generation_s"), Col("engine job (s)", "engine_job_s"),
+              "graded rows"])
 
 
 def eval_table(results: Results) -> Table:
@@ -59,22 +61,25 @@ def eval_table(results: Results) -> Table:
             m, cfg = rec.get("metrics", {}), rec.get("config", {})
             engine = m.get("engine") or {}
             sampling = next(iter(m.get("sampling", {}).values()), {})
+            scores = m.get("scores", {})
+            subset = [TASKS.get(t, t) for t in scores if not m.get("full_test_set", {}).get(t)]
             rows.append([experiment, rec["run"], profile_label(rec.get("profile")),
                          f"{cfg.get('served_as')}: {cfg.get('adapter') or cfg.get('model')}",
                          f"{m.get('backend')} ({engine.get('device', '?')})",
-                         fmt(sampling.get("max_new_tokens")),
-                         *(_task_cell(m, t) for t in ("gsm8k", "math", "humaneval", "mbpp")),
-                         fmt(m.get("generation_seconds")), fmt(m.get("engine_job_seconds")),
+                         Num(sampling.get("max_new_tokens")),
+                         *(Num(scores.get(task, {}).get(rule)) for task, rule in COLUMN_RULE.values()),
+                         *(Num(m.get("n", {}).get(t) if t in scores else None) for t in TASKS),
+                         ", ".join(subset) or ("none" if scores else MISSING),
+                         Num(m.get("generation_seconds")), Num(m.get("engine_job_seconds")),
                          m.get("graded") or MISSING])
         for run in results.failed.get(eval_experiment(experiment), []):
-            rows.append([experiment, run, "failed", *[MISSING] * 10])
+            rows.append([experiment, run, "failed", *[None] * (len(COLUMNS) - 3)])
     return Table(
         key="nlg_eval_runs", title="Evaluation of the LLM runs: what was generated and graded",
-        columns=["experiment", "run", "profile", "scored model", "backend", "max new tokens", "GSM8K (% per rule)",
-                 "MATH (% per rule)", "HumanEval (%)", "MBPP (%)", "generation (s)", "engine job (s)", "graded rows"],
-        rows=rows,
-        caption=("One row per eval record (results/<experiment>-eval/<run>.json). Per task: accuracy in % for each "
-                 "rule (the first is PiSSA's, the paper's column), n graded, '(subset)' when not the whole test set. "
+        columns=COLUMNS, rows=rows,
+        caption=("One row per eval record (results/<experiment>-eval/): accuracy in % per task and rule (GSM8K, Math, "
+                 "HumanEval, Mbpp: PiSSA's rule, the paper's column; GSM8K flexible and Math math-verify: second "
+                 "graders), n graded per task, and the tasks scored on a subset of their test set. "
                  "Engine job: loading the model and generating for every run that shared the engine (LoRA and MiSS "
                  "adapters of one base model share one load), including the worker's imports for the first job. "
                  "cpu-profile rows are a pipeline check: a tiny random model, a few prompts, few new tokens."))

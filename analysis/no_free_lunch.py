@@ -5,9 +5,11 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from .core import (MISSING, Claim, Figure, Results, Section, Table, fmt, fmt_mean_std, mean_std, verdict)
+from .core import (MISSING, NOT_TESTED, Claim, Col, Figure, Num, Results, Section, Spread, Stat, Table,
+                   profile_of, profile_sort_key)
 from .paper_values import RELEASED_SCRIPT_PARAMS, TABLE12, TABLE12_RANKS, TABLE12_SOURCE
 from .registry import builder
+from .stats import Comparisons, decide, paired_interval
 from .style import color, emphasis, label, ordered
 
 EXPERIMENT = "no_free_lunch"
@@ -19,13 +21,22 @@ PAPER_ADAPTERS = ("lora", "vera", "miss", "pissa", "dora", "prolora", "adalora",
 SIZE_TEXT = {"r": "r={}", "shards": "{} shards"}
 
 
-def collect(results: Results) -> dict[str, dict[str, dict[int, dict[str, Any]]]]:
-    """protocol -> method -> seed -> record."""
-    out: dict[str, dict[str, dict[int, dict[str, Any]]]] = {}
+Data = dict[str, dict[str, dict[int, dict[str, Any]]]]     # protocol -> method -> seed -> record
+
+
+def collect(results: Results) -> dict[str, Data]:
+    """profile -> protocol -> method -> seed -> record (profiles are never pooled)."""
+    out: dict[str, Data] = {}
     for rec in results.records(EXPERIMENT):
         cfg = rec.get("config", {})
-        out.setdefault(cfg.get("protocol"), {}).setdefault(cfg.get("method"), {})[rec.get("seed")] = rec
+        out.setdefault(profile_of(rec), {}).setdefault(cfg.get("protocol"), {}).setdefault(
+            cfg.get("method"), {})[rec.get("seed")] = rec
     return out
+
+
+def protocols_of(by_protocol: Data) -> list[str]:
+    """The paper's protocols first, then any other recorded (e.g. a sensitivity protocol), by name."""
+    return [p for p in PROTOCOLS if p in by_protocol] + sorted(p for p in by_protocol if p not in PROTOCOLS)
 
 
 def min_loss(rec: dict[str, Any]) -> float | None:
@@ -91,44 +102,55 @@ def draw_curves(ax, data: dict[str, dict[int, dict[str, Any]]], title: str, inte
     ax.grid(alpha=0.3)
 
 
-def min_loss_table(by_protocol) -> Table:
-    corrected, released = by_protocol.get("corrected", {}), by_protocol.get("as_released", {})
-    methods = ordered(set(corrected) | set(released) | set(TABLE12_RANKS))
-    seeds = sorted({s for d in by_protocol.values() for m in d.values() for s in m})
+def min_loss_table(by_profile: dict[str, Data]) -> Table:
+    profiles = sorted(by_profile, key=profile_sort_key) or [None]
+    methods = ordered({m for d in by_profile.values() for p in d.values() for m in p} | set(TABLE12_RANKS))
+    seeds = sorted({s for d in by_profile.values() for p in d.values() for m in p.values() for s in m})
     rows = []
     for method in methods:
-        c, a = corrected.get(method, {}), released.get(method, {})
-        any_rec = next(iter(c.values()), None) or next(iter(a.values()), None)
-        full_c = corrected.get("full", {})
-        gap = paired(corrected, method, lambda s: min_loss(full_c[s]) if s in full_c else None) if method != "full" else []
-        steps = [r["metrics"].get("min_valid_step") for r in c.values()]
-        steps = [s for s in steps if isinstance(s, int)]
-        rank = TABLE12_RANKS.get(method)
-        rows.append([
-            label(method),
-            str(rank) if rank is not None else MISSING,
-            config_text(any_rec) if any_rec else MISSING,
-            fmt(next(iter(c.values()))["trainable_params"]) if c else MISSING,
-            fmt(RELEASED_SCRIPT_PARAMS.get(method)),
-            fmt_mean_std([min_loss(r) for r in c.values()], decimals=4),
-            (f"{statistics.median(steps):g} [{min(steps)}–{max(steps)}]" if steps else MISSING),
-            fmt_mean_std(gap, decimals=4) if gap else MISSING,
-            fmt(next(iter(a.values()))["trainable_params"]) if a else MISSING,
-            fmt_mean_std([min_loss(r) for r in a.values()], decimals=4),
-            MISSING,
-        ])
-    start = [r["metrics"].get("initial_valid_loss") for d in corrected.values() for r in d.values()]
+        for profile in profiles:
+            data = by_profile.get(profile, {})
+            c, a = data.get("corrected", {}).get(method, {}), data.get("as_released", {}).get(method, {})
+            any_rec = next(iter(c.values()), None) or next(iter(a.values()), None)
+            full_c = data.get("corrected", {}).get("full", {})
+            gap = (paired(data.get("corrected", {}), method, lambda s: min_loss(full_c[s]) if s in full_c else None)
+                   if method != "full" else [])
+            steps = [r["metrics"].get("min_valid_step") for r in c.values()]
+            steps = [s for s in steps if isinstance(s, int)]
+            rows.append([
+                label(method), profile,
+                Num(TABLE12_RANKS.get(method)),
+                config_text(any_rec) if any_rec else MISSING,
+                Num(next(iter(c.values()))["trainable_params"] if c else None),
+                Num(RELEASED_SCRIPT_PARAMS.get(method)),
+                Stat.of([min_loss(r) for r in c.values()], decimals=4),
+                Spread(statistics.median(steps), min(steps), max(steps), names=("median", "min", "max"))
+                if steps else None,
+                Stat.of(gap, decimals=4),
+                Num(next(iter(a.values()))["trainable_params"] if a else None),
+                Stat.of([min_loss(r) for r in a.values()], decimals=4),
+                Num(None),
+            ])
+    start = [r["metrics"].get("initial_valid_loss") for d in by_profile.values()
+             for m in d.get("corrected", {}).values() for r in m.values()]
     caption = (f"Adapter on fc1 of the 64-64-64 MLP, {TABLE12['adapt_epochs']} full-batch Adam steps (lr "
                f"{TABLE12['adapt_lr']:g}); minimum validation MSE over the curve (step 0 included), mean ± std over "
-               f"{len(seeds)} seed(s) {', '.join(map(str, seeds)) if seeds else ''}. Base model before adaptation: "
-               f"{fmt_mean_std(start, decimals=4)}. Paper columns from {TABLE12_SOURCE.table} ranks and SPEC §3.1; "
-               f"the paper prints no loss values (Fig. 2 is a plot).")
+               f"seeds {', '.join(map(str, seeds)) if seeds else MISSING}, one row per profile (seeds of different "
+               f"profiles are never pooled). Base model before adaptation: {Stat.of(start, decimals=4).render()}. "
+               f"Paper columns from {TABLE12_SOURCE.table} ranks and SPEC §3.1; the paper prints no loss values "
+               "(Fig. 2 is a plot).")
     return Table(
         key="nfl_min_val_loss",
         title="Fig. 2 (left): minimum validation loss of the No-Free-Lunch adaptation",
-        columns=["Method", "Paper rank (Tab. 12)", "Ours", "Trainable (corrected)", "Params reported by released script",
-                 "Min val. loss, corrected", "Step of min (median [range])", "Gap to Full FT (paired), corrected",
-                 "Trainable (as released)", "Min val. loss, as released", "Paper min val. loss"],
+        columns=["Method", "Profile", Col("Paper rank (Tab. 12)", "paper_rank"), Col("Ours", "ours_size"),
+                 Col("Trainable (corrected)", "trainable_params_corrected"),
+                 Col("Params reported by released script", "released_script_params"),
+                 Col("Min val. loss, corrected", "min_val_loss_corrected"),
+                 Col("Step of min (median [range])", "min_step_corrected"),
+                 Col("Gap to Full FT (paired), corrected", "gap_to_full_ft_corrected"),
+                 Col("Trainable (as released)", "trainable_params_as_released"),
+                 Col("Min val. loss, as released", "min_val_loss_as_released"),
+                 Col("Paper min val. loss", "paper_min_val_loss")],
         rows=rows, caption=caption,
         notes=["corrected: only the adapter's parameters train (Full FT: fc1); as released: fc2 (4,160 "
                "parameters) trains too, as the authors' script did (Full FT: the whole model).",
@@ -138,56 +160,40 @@ def min_loss_table(by_protocol) -> Table:
     )
 
 
-def claims_for(data: dict[str, dict[int, dict[str, Any]]], protocol: str) -> list[Claim]:
-    tag = f"[{protocol}]"
-    seeds = sorted({s for m in data.values() for s in m})
-
-    def vs_median(method: str) -> tuple[list[float], str]:
-        diffs = paired(data, method, lambda s: adapters_median(data, s))
-        if not diffs:
-            return diffs, ""
-        ms = mean_std(diffs)
-        below = sum(d < 0 for d in diffs)
-        return diffs, (f"{label(method)} minus the adapters' median: {ms[0]:+.4f} ± {ms[1]:.4f}; below the median in "
-                       f"{below}/{len(diffs)} seeds")
-
+def claims_for(data: dict[str, dict[int, dict[str, Any]]], tag: str) -> list[Claim]:
+    """The §3.1 claims on one (profile, protocol)'s records; each compares per-seed minimum losses."""
+    tag = f"[{tag}]"
+    adapters = [m for m in PAPER_ADAPTERS if m in data]
     claims = []
     full = data.get("full", {})
-    adapters = [m for m in PAPER_ADAPTERS if m in data]
-    if full and adapters:
-        wins = [s for s in full if all(s in data[m] and min_loss(full[s]) <= min_loss(data[m][s]) for m in adapters)]
-        means = {m: mean_std([min_loss(r) for r in data[m].values()])[0] for m in adapters}
-        full_mean = mean_std([min_loss(r) for r in full.values()])[0]
-        best = min(means, key=means.get)
-        ok = full_mean <= means[best] and len(wins) * 2 > len(full)
-        evidence = (f"Full FT {full_mean:.4f} vs best adapter {label(best)} {means[best]:.4f} (means); Full FT lowest "
-                    f"in {len(wins)}/{len(full)} seeds")
-    else:
-        ok, evidence = None, "no Full FT or adapter results"
+    tally = Comparisons()
+    for m in adapters:
+        # paired() gives adapter - Full FT; Full FT lowest means that difference is positive
+        tally.add(f"{label(m)} − Full FT", paired(data, m, lambda s: min_loss(full[s]) if s in full else None),
+                  "greater")
+    means = {m: Stat.of(min_loss(r) for r in data[m].values()) for m in ["full", *adapters] if m in data}
+    evidence = ("mean minimum loss: " + ", ".join(f"{label(m)} {st.render()} (n={st.n})" for m, st in means.items())
+                if means else "no Full FT or adapter results")
     claims.append(Claim(f"{tag} Full fine-tuning is the reference the adapters approach: it reaches the lowest "
                         "minimum validation loss (§3.1 premise).",
-                        "Full FT's mean minimum loss is at or below every adapter's, and lowest in most seeds.",
-                        verdict(ok), evidence))
+                        "For every adapter, the per-seed difference adapter − Full FT of minimum losses is above 0.",
+                        tally.verdict if full else NOT_TESTED, evidence, tally.intervals))
 
-    for method, text, want_below in (
-        ("pissa", "SVD-based methods such as PiSSA attain a relatively low loss (§3.1).", True),
-        ("mos", "Efficiency-focused techniques like MoS exhibit higher losses (§3.1).", False),
-        ("miss", "MiSS reaches a relatively advanced performance compared to other variants (§3.1).", True),
+    for method, text, direction in (
+        ("pissa", "SVD-based methods such as PiSSA attain a relatively low loss (§3.1).", "less"),
+        ("mos", "Efficiency-focused techniques like MoS exhibit higher losses (§3.1).", "greater"),
+        ("miss", "MiSS reaches a relatively advanced performance compared to other variants (§3.1).", "less"),
     ):
-        diffs, evidence = vs_median(method)
-        if len(diffs) == 0 or len(adapters) < 3:
-            ok = None
-            evidence = evidence or f"no {label(method)} results"
-        else:
-            mean = statistics.fmean(diffs)
-            agree = sum((d < 0) == want_below for d in diffs)
-            ok = (mean < 0) == want_below and agree * 2 > len(diffs)
-        side = "below" if want_below else "above"
+        diffs = paired(data, method, lambda s: adapters_median(data, s))
+        iv = paired_interval(diffs) if len(adapters) >= 3 else None
+        side = "below" if direction == "less" else "above"
+        evidence = (f"{label(method)} minus the adapters' median, per seed: mean {statistics.fmean(diffs):+.4f}"
+                    if diffs else f"no {label(method)} results")
         claims.append(Claim(f"{tag} {text}",
                             f"{label(method)}'s minimum loss is {side} the median of the paper's adapters "
-                            f"({', '.join(label(m) for m in PAPER_ADAPTERS)}) on average over the {len(seeds)} "
-                            f"seeds, and in most seeds (paired by seed).",
-                            verdict(ok), evidence))
+                            f"({', '.join(label(m) for m in PAPER_ADAPTERS)}) at the same seed.",
+                            decide(iv, direction), evidence,
+                            [(f"{label(method)} − adapters' median", iv)] if iv else []))
     return claims
 
 
@@ -197,22 +203,28 @@ def summary_text(results: Results) -> str:
 
 @builder("no_free_lunch", "Fig. 2 (left): No Free Lunch")
 def build(results: Results) -> Section:
-    by_protocol = collect(results)
+    by_profile = collect(results)
     interval = TABLE12["eval_interval"]
+    shown = next(iter(sorted(by_profile, key=profile_sort_key)), None)     # the figure: largest-scale profile
+    curves = by_profile.get(shown, {})
 
     def draw(fig) -> None:
         axes = fig.subplots(1, 2, sharey=True)
         for ax, protocol in zip(axes, PROTOCOLS):
-            draw_curves(ax, by_protocol.get(protocol, {}), PROTOCOL_TITLES[protocol], interval)
+            draw_curves(ax, curves.get(protocol, {}), f"{PROTOCOL_TITLES[protocol]}, profile {shown or MISSING}",
+                        interval)
         handles, labels = axes[0].get_legend_handles_labels()
         if handles:
             fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
 
-    claims = claims_for(by_protocol.get("corrected", {}), "corrected")
-    claims += claims_for(by_protocol.get("as_released", {}), "as_released")
+    claims = []
+    for profile in sorted(by_profile, key=profile_sort_key) or [None]:
+        data = by_profile.get(profile, {})
+        for protocol in list(PROTOCOLS) + [p for p in protocols_of(data) if p not in PROTOCOLS]:
+            claims += claims_for(data.get(protocol, {}), f"{profile or 'no records'}, {protocol}")
     return Section(
         key="no_free_lunch", title="Fig. 2 (left): No Free Lunch adaptation", experiments=(EXPERIMENT,),
-        tables=[min_loss_table(by_protocol)],
+        tables=[min_loss_table(by_profile)],
         figures=[Figure("nfl_curves_protocols", "No-Free-Lunch validation curves, corrected vs as-released protocol",
                         draw, size=(11.0, 4.0))],
         claims=claims, summary=summary_text(results),

@@ -21,6 +21,12 @@ and the others with no formula in the paper), on bias-free layers ``d_out x k_in
   tensors; parameters and buffers excluded, the input counted when the adapter saves it), per token
   and per forward, and FLOPs of a training step (forward + backward).
 
+Equal parameters: at the same rank MiSS has d·r trainable parameters and LoRA (d+k)·r, so Table 3's
+comparison at equal rank favours MiSS by construction. LoRA (``equal_params_baseline``) is therefore also
+measured at the ranks whose count equals MiSS's at each rank of the profile (r/2 on a square layer), or, where
+no integer rank does (4096 x 11008), at the two ranks that bracket it; its counts are affine in its rank, so
+the analysis interpolates between them exactly.
+
 A row is flagged when a count column differs from the paper's expression evaluated at that shape
 (parameters and space: any difference; FLOPs per token: a ratio outside [0.5, 2], i.e. more than a
 constant-factor slack on an O(.) expression). The paper's expressions live in ``analysis/paper_values.py``.
@@ -30,7 +36,8 @@ holds ``r`` singular values) and LoHa's FLOPs (the Hadamard product of two low-r
 factored form: a forward costs ``d k`` per token plus ``2 d k r`` to build ``ΔW``); MiSSe has the lowest
 FLOPs per token among the factored methods, its input transform being a block sum.
 
-Runtime: every profile runs the same sizes: ~1.5 min on 2 CPU cores (FLOP counting runs the real kernels;
+Runtime: every profile runs the same sizes (LoRA at 8 more ranks for the equal-parameter comparison): ~1.5 min
+on 2 CPU cores (FLOP counting runs the real kernels;
 LoHa and DoRA, which build a dense 4096 x 11008 update per forward, take most of it).
 """
 
@@ -51,6 +58,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, shape_wrapper
 
 from adapters import ADAPTER_PREFIX, AdapterError, METHODS as REGISTRY, get_method, inject, trainable_parameters
+from adapters.registry import equal_count_ranks
 from analysis.paper_values import TABLE2
 from experiments.common.config import from_dict, override
 from experiments.common.records import RunRecord
@@ -71,6 +79,9 @@ class ComplexityConfig:
     methods: tuple[str, ...] = ALL_METHODS
     tokens: tuple[int, int] = (16, 32)       # two token counts: per-token slope and per-forward intercept
     seed: int = 0
+    # also measure this method (its count linear in its rank) at MiSS's trainable-parameter counts; None: don't.
+    # It decides which runs exist, not what any run measures, so it stays out of each run's config.
+    equal_params_baseline: str | None = "lora"
 
     def __post_init__(self) -> None:
         for name in ("shapes", "ranks", "methods"):
@@ -290,21 +301,34 @@ def resolve_config(ctx: Context) -> ComplexityConfig:
     return override(cfg, EXPERIMENT, **ctx.overrides) if ctx.overrides else cfg
 
 
+def valid(method: str, d: int, k: int, rank: int | None) -> bool:
+    """False when the method rejects this shape and rank; unknown methods are planned so their run fails loudly."""
+    if method not in REGISTRY:
+        return True
+    try:
+        get_method(method).validate("probe", d, k, **hyper_for(method, rank))
+    except AdapterError:
+        return False
+    return True
+
+
 def plan(ctx: Context) -> list[Run]:
     cfg = resolve_config(ctx)
+    run_config = {key: v for key, v in asdict(cfg).items() if key != "equal_params_baseline"}
     runs = []
     for shape in cfg.shapes:
         d, k = parse_shape(shape)
         for method in cfg.methods:
-            ranks = (None,) if SIZE_KEY.get(method, "r") is None else cfg.ranks
+            ranks: tuple[int | None, ...] = (None,) if SIZE_KEY.get(method, "r") is None else cfg.ranks
+            if method == cfg.equal_params_baseline and "miss" in cfg.methods:
+                extra = {r for rank in cfg.ranks if valid("miss", d, k, rank)
+                         for r in equal_count_ranks(method, "miss", d, k, rank)}
+                ranks = tuple(sorted(set(cfg.ranks) | extra))
             for rank in ranks:
-                if method in REGISTRY:
-                    try:
-                        get_method(method).validate("probe", d, k, **hyper_for(method, rank))
-                    except AdapterError:
-                        continue
+                if not valid(method, d, k, rank):
+                    continue
                 name = f"{shape}-{method}" + ("" if rank is None else f"-r{rank}")
-                runs.append(Run(name, {**asdict(cfg), "shape": shape, "method": method, "rank": rank}, cfg.seed))
+                runs.append(Run(name, {**run_config, "shape": shape, "method": method, "rank": rank}, cfg.seed))
     return runs
 
 

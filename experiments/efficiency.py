@@ -13,6 +13,11 @@ inputs; 2 warm-up cycles of 10 steps, then 10 runs of 20 timed steps; one step i
 with the hardware. The same is measured on a realistic layer (one ``Linear`` of 4096 x 4096, and on a
 GPU 4096 -> 11008 too), where the differences become visible (PiSSA's SVD dominates init).
 
+Equal parameters: at the same rank MiSS trains fewer parameters than LoRA (d·r vs (d+k)·r), so Fig. 2's axis
+(trainable parameters) asks for LoRA at MiSS's count too. LoRA (``equal_params_baseline``) is therefore also
+timed at the ranks whose count equals MiSS's at each of the size's ranks (r/2 on a square layer), or, where
+no integer rank does, at the two ranks that bracket it (the analysis interpolates between them).
+
 Clocks: on a GPU, wall time with ``torch.cuda.synchronize`` around each interval. On the CPU profile, one
 torch thread and the process's CPU time (``time.process_time``): on a shared machine other tenants
 stretch wall time by whatever they run, CPU time of a single thread counts only this run's work. Wall
@@ -27,7 +32,8 @@ allocated during the step and not yet freed, read from the memory events of ``to
 Expected (paper §3.2): MiSS initialises and trains fast at every size; PiSSA's SVD makes its init by far
 the slowest (seconds at 4096 x 4096 on a CPU); VeRA and AdaLoRA initialise and compute cheaply.
 
-Runtime: cpu (2 cores) ~2 min: the 64 x 64 protocol in full; 4096 x 4096 at ranks 8 and 64 with no init
+Runtime: cpu (2 cores) ~2 min: the 64 x 64 protocol in full; 4096 x 4096 at ranks 8 and 64 (LoRA also at
+4 and 32, MiSS's counts) with no init
 warm-up, at most 3 timed inits within a 10 s budget per point (one full SVD takes ~20 s there on one
 thread) and 3 runs of 5 timed steps. small (one GPU) ~10 min: 4096 x 4096 and 4096 -> 11008 at all
 ranks, 5 inits, 5 x 10 steps. paper: the released repeat counts at every size, ~30 min on one GPU. (The
@@ -56,6 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adapters import ADAPTER_PREFIX, AdapterError, METHODS as REGISTRY, get_method, inject, trainable_parameters
+from adapters.registry import equal_count_ranks
 from experiments.common.config import from_dict, override
 from experiments.common.records import RunRecord
 from experiments.common.runner import Context, Run, experiment_main
@@ -115,6 +122,8 @@ class EfficiencyConfig:
     seed: int = 0
     memory: bool = True              # measure the peak memory of one training step
     hyper: dict[str, dict[str, Any]] = field(default_factory=dict)  # extra per-method hyperparameters
+    # also time this method (its count linear in its rank) at MiSS's trainable-parameter counts; None: don't
+    equal_params_baseline: str | None = "lora"
 
     def __post_init__(self) -> None:
         sizes = tuple(s if isinstance(s, LayerSize) else from_dict(LayerSize, dict(s), "efficiency size")
@@ -415,13 +424,24 @@ def applicable(method: str, rank: int | None, size: LayerSize, extra: dict[str, 
     return True
 
 
+def method_ranks(cfg: EfficiencyConfig, size: LayerSize, method: str) -> tuple[int | None, ...]:
+    """The size's ranks; for the equal-parameter baseline also the ranks at MiSS's counts."""
+    if SIZE_KEY.get(method, "r") is None:
+        return (None,)
+    ranks = set(size.ranks)
+    if method == cfg.equal_params_baseline and "miss" in cfg.methods:
+        for rank in size.ranks:
+            if applicable("miss", rank, size, None):
+                ranks |= equal_count_ranks(method, "miss", size.d_out, size.k_in, rank)
+    return tuple(sorted(ranks))
+
+
 def plan(ctx: Context) -> list[Run]:
     cfg = resolve_config(ctx)
     runs = []
     for size in cfg.sizes:
         for method in cfg.methods:
-            ranks = (None,) if SIZE_KEY.get(method, "r") is None else size.ranks
-            for rank in ranks:
+            for rank in method_ranks(cfg, size, method):
                 if not applicable(method, rank, size, cfg.hyper.get(method)):
                     continue
                 name = f"{size.name}-{method}" + ("" if rank is None else f"-r{rank}")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.pareto import paired_ratio, pareto_front
+from analysis.pareto import pareto_front, side_by_side_ratio
 from eval import gsm8k_peft
 from experiments.common.records import load_records
 
@@ -32,12 +32,16 @@ def test_pareto_front_on_fixed_points():
     assert pareto_front([]) == []
 
 
-def test_paired_ratio_interval():
-    g, lo, hi = paired_ratio([0.9, 1.8, 0.45, 0.9], [1.0, 2.0, 0.5, 1.0])     # every pair is 0.9
-    assert math.isclose(g, 0.9) and math.isclose(lo, 0.9) and math.isclose(hi, 0.9)
-    g, lo, hi = paired_ratio([1.0, 1.2, 0.8, 1.1, 0.9], [1.0] * 5)
-    assert lo < 1 < hi and lo < g < hi
-    assert paired_ratio([1.0, 2.0], [1.0, 1.0]) is None
+def test_side_by_side_ratio_is_the_exact_paired_interval_of_step_ratios():
+    def side(miss, lora):
+        return {"metrics": {"device": "cpu"}, "curves": {"step_cpu_time_s/miss": miss, "step_cpu_time_s/lora": lora}}
+
+    iv, clock = side_by_side_ratio(side([0.9, 1.8, 0.45, 0.9, 0.09, 2.7], [1.0, 2.0, 0.5, 1.0, 0.1, 3.0]))
+    assert clock == "CPU time" and iv.log_ratio and iv.n == 6     # every pair is 0.9: a point interval
+    assert iv.lo == pytest.approx(iv.hi) == pytest.approx(iv.estimate) and iv.text().count("0.9×") == 3
+    iv, _ = side_by_side_ratio(side([1.0, 1.2, 0.8, 1.1, 0.9, 1.05], [1.0] * 6))
+    assert iv.lo < 0 < iv.hi                                       # log ratios straddle 0: no advantage
+    assert side_by_side_ratio(None) is None
 
 
 def test_peft_benchmark_answer_rule():
@@ -101,7 +105,7 @@ def test_three_methods_write_complete_records_and_resume(tmp_path, runs_dir, dat
     section = build(Results(results))
     table8 = section.tables[0]
     miss_row = next(r for r in table8.rows if r[0] == "MiSS")
-    assert miss_row[1] == "miss" and miss_row[3] == "1,867"
+    assert miss_row[1] == "cpu" and miss_row[2] == "miss" and miss_row[4] == "1,867"
     assert [c.verdict for c in section.claims][2] == "not tested"    # a pipeline check decides no front claim
 
     finished = {n: r["finished_at"] for n, r in recs.items()}
@@ -130,4 +134,4 @@ def test_a_failing_method_is_recorded_and_the_others_go_on(tmp_path, runs_dir, d
     from analysis.pareto import build
 
     section = build(Results(results))
-    assert any("vblora: failed" in row[1] for row in section.tables[0].rows)
+    assert any("vblora: failed" in row[2] for row in section.tables[0].rows)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from analysis import fig1, nlg, trainer_bench
-from analysis.core import MISSING, NOT_TESTED, SUPPORTED, Results
+from analysis.core import INCONCLUSIVE, MISSING, NOT_TESTED, SUPPORTED, Results
 from experiments.common.records import RunRecord, write_record
 
 
@@ -49,7 +49,8 @@ def results(tmp_path):
 
 @pytest.fixture
 def provider():
-    def scores(results, experiment, run):
+    def scores(results, experiment, record):
+        run = record["run"]
         if experiment == "nlg_llama2_7b" and run.startswith("math-miss"):
             return {"GSM8K": 48.0 if run.endswith("42") else 50.0, "Math": 8.0}
         if experiment == "nlg_llama2_7b" and run.startswith("code-miss"):
@@ -81,21 +82,30 @@ def test_table5_trainable_column_and_scores(results, provider):
 def test_tables_7_9_and_trainable(results):
     t7 = nlg.table7(results)
     assert [r[0] for r in t7.rows] == ["16", "32", "64", "128"]
-    assert _row(t7, "16")[1:3] == ["21.8M", "21.7M"] and _row(t7, "16")[-1] == "cpu: pipeline check"
+    assert _row(t7, "16")[1:3] == ["21.8M (paper truncates)", "21.7M"] and _row(t7, "16")[-1] == "cpu: pipeline check"
     t9 = nlg.table9(results)
     assert _row(t9, "MiSS")[1:3] == ["47.2M", "47.2M"] and _row(t9, "LoRA")[1] == "53.1M †"
     tt = nlg.trainable_table()
-    assert any(r[1] == "Llama2-13B" and r[2] == "MiSS" and r[7] == "no" and "r=120" in r[8] for r in tt.rows)
+    assert any(r[1] == "Llama2-13B" and r[2] == "MiSS" and r[7] == "no" and "r=120: 255,590,400, which truncates "
+               "to 255M" in r[8] for r in tt.rows)
+    reproduced = {(r[1], r[2], r[3]): r[7] for r in tt.rows}
+    assert reproduced[("Mistral-7B", "DoRA", "36")] == "no"          # 95,748,096 rounds to 95.7M, not 95.8M
+    assert reproduced[("Llama2-7B", "MiSS", "16")] == "truncated" and reproduced[("Llama2-7B", "MiSS", "64")] == "yes"
 
 
-def test_fig5_claim_decided_on_small_profile(results):
+def test_fig5_claim_decided_on_small_profile(results, tmp_path):
     (claim,) = nlg.fig5_claims(nlg.fig5_records(results))
-    assert claim.verdict == SUPPORTED and "MiSS" in claim.evidence
+    assert claim.verdict == INCONCLUSIVE and "n = 2" in claim.basis()         # two seeds cannot decide at 95%
+    for seed in range(44, 48):                                                # six seeds can
+        _nlg(tmp_path, "nlg_llama2_7b", "math", "lora", seed, "small", [2.0, 1.5, 1.2, 1.1])
+        _nlg(tmp_path, "nlg_llama2_7b", "math", "miss", seed, "small", [2.0, 1.3, 1.0, 0.9])
+    (claim,) = nlg.fig5_claims(nlg.fig5_records(Results(tmp_path)))
+    assert claim.verdict == SUPPORTED and "n = 6" in claim.basis() and "MiSS − LoRA" in claim.evidence
 
 
 def test_fig1_and_bench(results):
     data = fig1.collect(results)
-    assert fig1.claims(data)[0].verdict == SUPPORTED
+    assert fig1.claims(data)[0].verdict == INCONCLUSIVE and "n = 1" in fig1.claims(data)[0].basis()   # one rank
     assert [r[2] for r in fig1.table(data).rows] == ["Full FT", "LoRA", "PiSSA", "MiSS"]
     bench = trainer_bench.table(trainer_bench.collect(results))
     assert "0.99" in bench.notes[0] and "0.9" in bench.notes[1]

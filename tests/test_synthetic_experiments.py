@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from adapters.registry import equal_count_ranks
 from experiments import complexity, efficiency
 from experiments import no_free_lunch as nfl
 from experiments.common import registry
@@ -151,9 +152,11 @@ def test_efficiency_records_times_params_and_memory(tmp_path, monkeypatch):
     monkeypatch.setitem(efficiency.SCALE, "cpu", tiny)
     assert efficiency.main(["--results-dir", str(tmp_path)]) == 0
     recs = {r["run"]: r for r in load_records(tmp_path, "efficiency")}
-    assert set(recs) == {"64x64-full"} | {f"64x64-{m}-r{r}" for m in ("lora", "miss", "pissa", "vera", "miss_expand")
-                                          for r in (2, 4)}
+    # LoRA also at r1, MiSS r2's count (equal parameters: Fig. 2's axis); r2 is MiSS r4's
+    assert set(recs) == {"64x64-full", "64x64-lora-r1"} | {
+        f"64x64-{m}-r{r}" for m in ("lora", "miss", "pissa", "vera", "miss_expand") for r in (2, 4)}
     assert recs["64x64-miss-r4"]["trainable_params"] == 256 and recs["64x64-lora-r2"]["trainable_params"] == 256
+    assert recs["64x64-miss-r2"]["trainable_params"] == recs["64x64-lora-r1"]["trainable_params"] == 128
     assert recs["64x64-miss_expand-r4"]["metrics"]["hyper"] == {"shards": 4}
     assert recs["64x64-vera-r4"]["trainable_params"] == 68
     for rec in recs.values():
@@ -207,6 +210,21 @@ def test_complexity_counts_against_formulas(complexity_records):
     assert miss["activation_elements_per_token"] == pytest.approx(8)            # S only
     assert lora["activation_elements_per_token"] == pytest.approx(64 + 8)       # x and A x
     assert complexity_records["64x64-full"]["flags"] == []
+
+
+def test_complexity_measures_lora_at_miss_parameter_counts(complexity_records):
+    # 64x64: MiSS r8 has 512 parameters = LoRA r4; 48x80 (d = 48, k = 80): MiSS r8 384 = LoRA r3
+    assert complexity_records["64x64-lora-r4"]["trainable_params"] == complexity_records["64x64-miss-r8"][
+        "trainable_params"] == 512
+    assert complexity_records["48x80-lora-r3"]["trainable_params"] == complexity_records["48x80-miss-r8"][
+        "trainable_params"] == 384
+    assert not any(name.startswith("64x64-pissa-r4") for name in complexity_records)     # LoRA only
+
+
+def test_equal_count_ranks_bracket_a_count_no_rank_gives():
+    assert equal_count_ranks("lora", "miss", 64, 64, 8) == {4}
+    assert equal_count_ranks("lora", "miss", 4096, 11008, 8) == {2, 3}        # 32,768 between 30,208 and 45,312
+    assert equal_count_ranks("lora", "miss", 64, 64, 1) == {1}                 # 0.5: only r1 is a rank
 
 
 def test_complexity_flags_where_the_paper_disagrees(complexity_records):

@@ -61,7 +61,7 @@ def test_pipeline_check_runs_every_method(tmp_path):
         assert r["metrics"]["accuracy"] > 40.0, (method, r["metrics"]["accuracy"])   # 4 balanced classes: chance 25
     section = build(Results(tmp_path))
     miss = next(row for row in section.tables[0].rows if row[0] == "MiSS")
-    assert miss[1] == "—" and miss[2] == "92.14" and "not reproduced" in miss
+    assert miss[1] == "cpu" and miss[2] == "—" and miss[3] == "92.14" and "not reproduced" in miss
     assert section.claims[0].verdict == "not tested" and "0.500" in section.claims[0].evidence
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from functools import lru_cache
 
 from .records import REPO_ROOT
@@ -205,62 +206,85 @@ class PaperCount:
     method: str
     r: int               # the rank the paper says it used
     printed: str         # as printed, e.g. "89.9M" or "250M"
-    reproduced: bool     # whether the dimensions give the printed number (to the precision printed)
+    match: str           # how the dimensions give the print: "rounds" to it, only "truncated" to it, or "no"
     note: str = ""
     explained_by: dict = field(default_factory=dict)   # {"r": 32} where another setting gives the number
+
+    def __post_init__(self) -> None:
+        if self.match not in PRINTED_MATCHES:
+            raise ValueError(f"{self.table} {self.model} {self.method}: match must be one of {PRINTED_MATCHES}")
 
     @property
     def value(self) -> float:
         return float(self.printed.rstrip("M")) * 1e6
 
     @property
-    def unit(self) -> float:
-        """One unit of the last printed digit (0.1M for "89.9M", 1M for "250M")."""
-        digits = self.printed.rstrip("M").partition(".")[2]
-        return 10.0 ** (6 - len(digits))
+    def decimals(self) -> int:
+        """Digits printed after the point (1 for "89.9M", 0 for "250M")."""
+        return len(self.printed.rstrip("M").partition(".")[2])
+
+
+PRINTED_MATCHES = ("rounds", "truncated", "no")
 
 
 _R32 = "the count is exactly that of LoRA/PiSSA at r=32 (88.08M), not at Table 10's r=36 (99.09M)"
 PAPER_TRAINABLE: tuple[PaperCount, ...] = (
-    PaperCount("Table 5", "llama2-7b", "lora", 36, "89.9M", True),
-    PaperCount("Table 5", "llama2-7b", "dora", 36, "91.3M", True, "LoRA plus one magnitude per output feature"),
-    PaperCount("Table 5", "llama2-7b", "pissa", 36, "89.9M", True),
-    PaperCount("Table 5", "llama2-7b", "miss", 64, "87.0M", True),
-    PaperCount("Table 5", "rwkv6-7b", "lora", 36, "88.1M", False, _R32, {"r": 32}),
-    PaperCount("Table 5", "rwkv6-7b", "pissa", 36, "88.1M", False, _R32, {"r": 32}),
-    PaperCount("Table 5", "rwkv6-7b", "miss", 64, "88.1M", True),
-    PaperCount("Table 5", "mistral-7b", "lora", 36, "94.4M", True),
-    PaperCount("Table 5", "mistral-7b", "dora", 36, "95.8M", True,
-               "the dimensions give 95.748M, which prints as 95.7M; within the printed precision"),
-    PaperCount("Table 5", "mistral-7b", "pissa", 36, "94.4M", True),
-    PaperCount("Table 5", "mistral-7b", "miss", 64, "87.0M", False,
+    PaperCount("Table 5", "llama2-7b", "lora", 36, "89.9M", "rounds"),
+    PaperCount("Table 5", "llama2-7b", "dora", 36, "91.3M", "rounds", "LoRA plus one magnitude per output feature"),
+    PaperCount("Table 5", "llama2-7b", "pissa", 36, "89.9M", "rounds"),
+    PaperCount("Table 5", "llama2-7b", "miss", 64, "87.0M", "rounds"),
+    PaperCount("Table 5", "rwkv6-7b", "lora", 36, "88.1M", "no", _R32, {"r": 32}),
+    PaperCount("Table 5", "rwkv6-7b", "pissa", 36, "88.1M", "no", _R32, {"r": 32}),
+    PaperCount("Table 5", "rwkv6-7b", "miss", 64, "88.1M", "rounds"),
+    PaperCount("Table 5", "mistral-7b", "lora", 36, "94.4M", "rounds"),
+    PaperCount("Table 5", "mistral-7b", "dora", 36, "95.8M", "no",
+               "the dimensions give 95,748,096, which rounds to 95.7M (and truncates to 95.7M); no setting found "
+               "that gives 95.8M"),
+    PaperCount("Table 5", "mistral-7b", "pissa", 36, "94.4M", "rounds"),
+    PaperCount("Table 5", "mistral-7b", "miss", 64, "87.0M", "no",
                "Mistral's dimensions give 88.08M at r=64 (its k/v projections output 1024, not 4096); "
                "87.0M is the Llama2-7B value, apparently copied", {}),
-    PaperCount("Table 5", "llama2-13b", "lora", 64, "250M", True),
-    PaperCount("Table 5", "llama2-13b", "dora", 64, "252M", True),
-    PaperCount("Table 5", "llama2-13b", "pissa", 64, "250M", True),
-    PaperCount("Table 5", "llama2-13b", "miss", 128, "255M", False,
-               "Table 11's r=128 gives 272.6M; r=120 would give 255.6M, no power-of-two rank gives 255M", {"r": 120}),
-    PaperCount("Table 5", "qwen3-4b", "lora", 36, "74.3M", True),
-    PaperCount("Table 5", "qwen3-4b", "dora", 36, "75.4M", True),
-    PaperCount("Table 5", "qwen3-4b", "pissa", 36, "74.3M", True),
-    PaperCount("Table 5", "qwen3-4b", "miss", 64, "70.1M", False,
+    PaperCount("Table 5", "llama2-13b", "lora", 64, "250M", "rounds"),
+    PaperCount("Table 5", "llama2-13b", "dora", 64, "252M", "rounds"),
+    PaperCount("Table 5", "llama2-13b", "pissa", 64, "250M", "rounds"),
+    PaperCount("Table 5", "llama2-13b", "miss", 128, "255M", "no",
+               "Table 11's r=128 gives 272.6M; r=120 would give 255.59M, which truncates (does not round) to 255M; "
+               "no power-of-two rank gives 255M", {"r": 120}),
+    PaperCount("Table 5", "qwen3-4b", "lora", 36, "74.3M", "rounds"),
+    PaperCount("Table 5", "qwen3-4b", "dora", 36, "75.4M", "rounds"),
+    PaperCount("Table 5", "qwen3-4b", "pissa", 36, "74.3M", "rounds"),
+    PaperCount("Table 5", "qwen3-4b", "miss", 64, "70.1M", "no",
                "Qwen3-4B's dimensions give 70.78M at r=64; no rank or target set found that gives 70.1M", {}),
-    PaperCount("Table 7", "llama2-7b", "miss", 16, "21.7M", True, "21.76M, printed truncated"),
-    PaperCount("Table 7", "llama2-7b", "miss", 32, "43.5M", True),
-    PaperCount("Table 7", "llama2-7b", "miss", 64, "87.0M", True),
-    PaperCount("Table 7", "llama2-7b", "miss", 128, "174.0M", True, "174.06M, printed truncated"),
-    PaperCount("Table 9", "rwkv7-3b", "lora", 36, "47.2M", False,
+    PaperCount("Table 7", "llama2-7b", "miss", 16, "21.7M", "truncated",
+               "21,757,952 rounds to 21.8M; the paper truncates it to 21.7M"),
+    PaperCount("Table 7", "llama2-7b", "miss", 32, "43.5M", "rounds"),
+    PaperCount("Table 7", "llama2-7b", "miss", 64, "87.0M", "rounds"),
+    PaperCount("Table 7", "llama2-7b", "miss", 128, "174.0M", "truncated",
+               "174,063,616 rounds to 174.1M; the paper truncates it to 174.0M"),
+    PaperCount("Table 9", "rwkv7-3b", "lora", 36, "47.2M", "no",
                "the count is exactly that of LoRA/PiSSA at r=32 (47.19M), not r=36 (53.08M)", {"r": 32}),
-    PaperCount("Table 9", "rwkv7-3b", "pissa", 36, "47.2M", False,
+    PaperCount("Table 9", "rwkv7-3b", "pissa", 36, "47.2M", "no",
                "the count is exactly that of LoRA/PiSSA at r=32 (47.19M), not r=36 (53.08M)", {"r": 32}),
-    PaperCount("Table 9", "rwkv7-3b", "miss", 64, "47.2M", True),
+    PaperCount("Table 9", "rwkv7-3b", "miss", 64, "47.2M", "rounds"),
 )
 
 
+def printed_match(ours: int, entry: PaperCount) -> str:
+    """How ``ours`` gives the printed count at its printed precision: "rounds" (to the nearest, halves up),
+    else "truncated" (the print drops the digits that rounding would carry), else "no"."""
+    millions = Decimal(ours) / Decimal(10**6)
+    step = Decimal(1).scaleb(-entry.decimals)
+    printed = Decimal(entry.printed.rstrip("M"))
+    if millions.quantize(step, ROUND_HALF_UP) == printed:
+        return "rounds"
+    if millions.quantize(step, ROUND_DOWN) == printed:
+        return "truncated"
+    return "no"
+
+
 def matches_printed(ours: int, entry: PaperCount) -> bool:
-    """Our count equals the printed one to the precision printed (within one unit of its last digit)."""
-    return abs(ours - entry.value) < entry.unit
+    """Our count reproduces the printed one: it rounds to it at the printed precision."""
+    return printed_match(ours, entry) == "rounds"
 
 
 def trainable_table() -> list[dict]:
@@ -273,8 +297,8 @@ def trainable_table() -> list[dict]:
         rows.append({
             "table": e.table, "model": get_preset(e.model).paper_name, "method": e.method, "r": e.r,
             "ours": ours, "ours_M": round(ours / 1e6, 2), "paper": e.printed,
-            "match": matches_printed(ours, e),
-            "alternative": {"r": alt_r, "params": alt, "matches": matches_printed(alt, e)} if alt_r else None,
+            "match": printed_match(ours, e),
+            "alternative": {"r": alt_r, "params": alt, "match": printed_match(alt, e)} if alt_r else None,
             "note": e.note,
         })
     return rows
