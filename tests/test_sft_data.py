@@ -295,3 +295,14 @@ def test_slow_tokenizer_masks_the_tokenized_prompt_length():
     (ex,) = tokenize_pairs(CharTokenizer(), [("q", "ans")])
     n = len(PROMPT.format(query="q"))
     assert ex["labels"][:n] == [IGNORE_INDEX] * n and ex["labels"][n:] == [ord(c) for c in "ans\n"] + [0]
+
+
+def test_benchmark_measures_both_paths_and_they_build_the_same_tokens(tmp_path, capsys):
+    """The benchmark's plumbing (three fresh processes), at a size where its numbers mean nothing."""
+    assert sft_data.main(["bench", "--rows", "2100", "--max-length", "128", "--workdir", str(tmp_path / "w")]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["rows"] == 2100 and out["same_tokens"] is True      # the cycle wraps: rows 2000.. repeat row 0..
+    for numbers in (out, out["legacy"]):
+        assert numbers["seconds"] > 0 and numbers["peak_rss_mb"] > 0 and numbers["cpu_seconds"] >= 0
+    assert out["cached_seconds"] > 0 and set(out["legacy_over_datasets"]) == {"seconds", "cpu_seconds", "peak_rss_mb"}
+    assert not (tmp_path / "w").exists()                             # rows and cache are removed afterwards

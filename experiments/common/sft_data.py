@@ -18,17 +18,20 @@ Sources (``DataSpec.source``), all read with ``datasets``:
 (``sft_data_cache``: where, and the key) and returns it memory-mapped, so the rows never sit in Python
 lists; a later build with the same key (another rank, a resumed run) only maps the file. Several
 processes call it inside ``TrainingArguments.main_process_first()``: one per node tokenises, the others
-wait and read its file.
+wait and read its file. ``python -m experiments.common.sft_data bench --rows N`` measures it
+(``sft_data_bench``).
 
 A missing or empty query/response field raises ``DataError`` naming the file and the row.
 """
 
 from __future__ import annotations
 
+import argparse
 import bisect
 import gzip
 import json
 import re
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -446,3 +449,16 @@ def sft_collator(tokenizer):
 
     return DataCollatorForSeq2Seq(prepare_tokenizer(tokenizer), padding="longest", label_pad_token_id=IGNORE_INDEX,
                                   return_tensors="pt")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.common.sft_data", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    from .sft_data_bench import add_arguments, run
+
+    add_arguments(sub.add_parser("bench", help="time and memory of build_dataset at N rows, beside the list-based path"))
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,7 +5,7 @@ A run's training set is tokenised once and written as an Arrow file that every r
 
     $MISS_CACHE_DIR/sft_data/<key>.arrow     the tokenised rows (input_ids, labels)
     $MISS_CACHE_DIR/sft_data/<key>.json      what the key was made of, for a person reading the folder
-    $MISS_CACHE_DIR/sft_data/raw/            datasets' Arrow copy of the local JSON/Parquet files it read
+    $MISS_CACHE_DIR/sft_data/raw/<sha256>/   datasets' Arrow copy of each local JSON/Parquet file it read
 
 ``$MISS_CACHE_DIR`` defaults to ``<runs-dir>/_cache`` (``$MISS_RUNS_DIR`` or the repository's ``runs/``,
 which git ignores); the experiment scripts point it at the ``--runs-dir`` they were given. Deleting the
