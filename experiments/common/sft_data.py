@@ -385,7 +385,9 @@ def build_dataset(tokenizer, spec: DataSpec, data_dir: Path | None = None, max_l
     key = cache_key(identity)
     path = cache_dir / f"{key}.arrow"
     if path.exists():
-        return datasets.Dataset.from_file(str(path))
+        dataset = datasets.Dataset.from_file(str(path))
+        print(f"[sft_data] {spec.source}: {len(dataset)} rows read from the cache {path}", file=sys.stderr, flush=True)
+        return dataset
 
     t0 = time.perf_counter()
     rows = rows or load_rows(spec, data_dir, cache_dir / "raw")
@@ -399,8 +401,11 @@ def build_dataset(tokenizer, spec: DataSpec, data_dir: Path | None = None, max_l
     dataset = rows.dataset.map(encode, batched=True, with_indices=True, remove_columns=rows.dataset.column_names,
                                features=features, cache_file_name=str(path), new_fingerprint=key,
                                load_from_cache_file=False, desc=f"Tokenising {spec.source}")
+    seconds = round(time.perf_counter() - t0, 2)
     write_json_atomic(path.with_suffix(".json"), {**identity, "source": spec.source, "rows": len(dataset),
-                                                  "build_seconds": round(time.perf_counter() - t0, 2)})
+                                                  "build_seconds": seconds})
+    print(f"[sft_data] {spec.source}: {len(dataset)} rows tokenised into {path} in {seconds} s", file=sys.stderr,
+          flush=True)
     return dataset
 
 
