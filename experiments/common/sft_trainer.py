@@ -11,9 +11,10 @@ One run = one ``SFTConfig``. Launch it on one or many machines with any launcher
 (the experiment scripts write ``run.json`` and call the launcher for you; see ``sft_experiment.py``).
 
 What a run does:
-- data: tokenised once into ``$MISS_CACHE_DIR/sft_data/`` (default ``<runs-dir>/_cache``) by one process per
-  node while the others wait; they, later seeds and methods on the same tokenizer, and resumed runs map
-  that Arrow file instead of tokenising again (``sft_data``, ``sft_data_cache``);
+- data: tokenised once into ``$MISS_CACHE_DIR/sft_data/`` (``$MISS_CACHE_DIR`` defaults to
+  ``<runs-dir>/_cache``) by one process per node while the others wait; they, later seeds and methods on
+  the same tokenizer, and resumed runs map that Arrow file instead of tokenising again (``sft_data``,
+  ``sft_data_cache``);
 - methods: ``lora``, ``dora``, ``pissa`` and ``miss`` through PEFT (as the authors trained them), any
   other method of ``adapters.METHODS`` through ``adapters.inject``, and ``full`` fine-tuning;
 - AdamW, cosine schedule, no warmup, weight decay 0, gradient clipping 1.0, bf16 on GPU, global batch =
