@@ -134,7 +134,7 @@ def check_inputs(ctx: Context, runs: list[Run]) -> None:
 
 
 def _batches(tokenizer, task: str, s: GradNormSettings, data_dir):
-    from experiments.common.sft_data import DataSpec, SFTCollator, prepare_tokenizer, read_pairs, tokenize_pairs
+    from experiments.common.sft_data import DataSpec, prepare_tokenizer, read_pairs, sft_collator, tokenize_pairs
 
     source, qf, rf, _ = TASK_DATA[task][s.data]
     pairs = read_pairs(DataSpec(source, qf, rf, max_samples=s.pool), data_dir)
@@ -143,7 +143,7 @@ def _batches(tokenizer, task: str, s: GradNormSettings, data_dir):
         raise ValueError(f"{task}: {len(pairs)} rows, {need} needed for {s.n_batches} batches of {s.batch_size}")
     picked = [pairs[i] for i in random.Random(s.seed).sample(range(len(pairs)), need)]
     examples = tokenize_pairs(prepare_tokenizer(tokenizer), picked, s.max_length)
-    collate = SFTCollator(tokenizer.pad_token_id)
+    collate = sft_collator(tokenizer)
     return [collate(examples[i:i + s.batch_size]) for i in range(0, need, s.batch_size)]
 
 

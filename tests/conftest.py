@@ -29,3 +29,20 @@ def data_dir() -> Path:
 def _seeded():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory):
+    """Tokenised data and other caches of the code under test go to the session's temporary folder, not
+    to the repository's runs/_cache (subprocesses inherit it)."""
+    import os
+
+    from experiments.common.sft_data_cache import CACHE_ENV
+
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.getbasetemp() / "miss_cache")
+    yield
+    if before is None:
+        del os.environ[CACHE_ENV]
+    else:
+        os.environ[CACHE_ENV] = before

@@ -128,7 +128,7 @@ def test_deepspeed_two_processes_resume_and_record(tiny, data_dir, tmp_path):
     summation noise alone (seen: one element of 22,528 off by 2.3e-5). So each element is held to the
     Adam bound (2 x lr x steps) and the whole adapter difference to 1e-3 of the update it made."""
     def script(fail_after: int | None = None) -> subprocess.CompletedProcess:
-        env = {**os.environ, "MISS_DATA_DIR": str(data_dir)}
+        env = {**os.environ, "MISS_DATA_DIR": str(data_dir), "MISS_CACHE_DIR": str(tmp_path / "cache")}
         if fail_after:
             env["MISS_SFT_FAIL_AFTER_STEP"] = str(fail_after)
         argv = [sys.executable, "experiments/nlg_llama2_7b.py", "--profile", "cpu", "--runs", "math-miss-s42",
@@ -152,6 +152,10 @@ def test_deepspeed_two_processes_resume_and_record(tiny, data_dir, tmp_path):
     assert m["paper_model_trainable_params"] == 87_031_808 and rec["trainable_params"] == m["trainable_params"]
     out = tmp_path / "runs" / "nlg_llama2_7b" / "math-miss-s42"
     assert (out / "lora" / "adapter_model.safetensors").exists()
+    # One process tokenised the data (rank 0 of the first launch, inside main_process_first); the other
+    # rank waited and read its file, and so did both ranks of the resumed launch.
+    log = (out / "train.log").read_text()
+    assert log.count("rows tokenised into") == 1 and log.count("rows read from the cache") == 3, log[-3000:]
 
     sft = {**rec["config"]["sft"], "model": rec["runtime"]["model"]}     # the tiny model this machine built
     one = run_sft(SFTConfig(**{**sft, "output_dir": str(tmp_path / "one-process"), "deepspeed": None}))

@@ -45,6 +45,7 @@ from .model_presets import ModelPreset, get_preset, trainable_params
 from .nlg_eval import EVAL_STAGE, add_eval_arguments
 from .records import REPO_ROOT, RunRecord
 from .runner import Context, Run, experiment_main
+from .sft_data_cache import CACHE_ENV
 from .sft_trainer import RESULT_FILE, SFTConfig, check_zero_stage, deepspeed_config, gradient_accumulation
 from .streams import run_streamed
 
@@ -291,6 +292,7 @@ def execute_sft(run: Run, record: RunRecord, ctx: Context) -> None:
     if nodes.rank == 0:
         (out / RESULT_FILE).unlink(missing_ok=True)
     argv, env = launch_command(settings, config_path, hostfile, ctx.args.launcher_args, cuda, nodes)
+    env.setdefault(CACHE_ENV, str(Path(ctx.args.runs_dir) / "_cache"))     # the tokenised data, shared by the runs
     if cfg.report_to:
         env.setdefault("TENSORBOARD_LOGGING_DIR", str(out / "tensorboard"))
     record.runtime["launch"] = argv

@@ -11,6 +11,10 @@ One run = one ``SFTConfig``. Launch it on one or many machines with any launcher
 (the experiment scripts write ``run.json`` and call the launcher for you; see ``sft_experiment.py``).
 
 What a run does:
+- data: tokenised once into ``$MISS_CACHE_DIR/sft_data/`` (``$MISS_CACHE_DIR`` defaults to
+  ``<runs-dir>/_cache``) by one process per node while the others wait; they, later seeds and methods on
+  the same tokenizer, and resumed runs map that Arrow file instead of tokenising again (``sft_data``,
+  ``sft_data_cache``);
 - methods: ``lora``, ``dora``, ``pissa`` and ``miss`` through PEFT (as the authors trained them), any
   other method of ``adapters.METHODS`` through ``adapters.inject``, and ``full`` fine-tuning;
 - AdamW, cosine schedule, no warmup, weight decay 0, gradient clipping 1.0, bf16 on GPU, global batch =
@@ -271,7 +275,7 @@ def run_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     from transformers.trainer_utils import get_last_checkpoint
 
     from .seeding import seed_everything
-    from .sft_data import DataSpec, SFTCollator, build_dataset
+    from .sft_data import DataSpec, build_dataset, sft_collator
 
     _, world = dist_info()
     accum = gradient_accumulation(cfg.global_batch, world, cfg.per_device_batch)
@@ -287,7 +291,6 @@ def run_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
 
     tokenizer = AutoTokenizer.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
     spec = DataSpec(cfg.data_source, cfg.query_field, cfg.response_field, cfg.data_split, cfg.max_samples)
-    dataset = build_dataset(tokenizer, spec, Path(cfg.data_dir) if cfg.data_dir else None, cfg.max_length)
 
     # The arguments come first: with ZeRO-3 they make from_pretrained load the weights partitioned.
     args = TrainingArguments(
@@ -317,6 +320,15 @@ def run_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
         disable_tqdm=not progress_bars_wanted(),
         dataloader_num_workers=0,
     )
+    if not progress_bars_wanted():
+        import datasets
+
+        datasets.disable_progress_bars()
+    # One process per node tokenises into the cache (sft_data_cache), the others wait, then map its file;
+    # per node rather than once, so that nodes without a shared file system each get their copy.
+    with args.main_process_first(local=True, desc="tokenising the SFT data"):
+        dataset = build_dataset(tokenizer, spec, Path(cfg.data_dir) if cfg.data_dir else None, cfg.max_length)
+
     model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
     model.config.use_cache = False
     total_params = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
@@ -328,7 +340,7 @@ def run_sft(cfg: SFTConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     trainable = count_trainable(model)
 
     trainer = _trainer_classes()(
-        model=model, args=args, train_dataset=dataset, data_collator=SFTCollator(tokenizer.pad_token_id),
+        model=model, args=args, train_dataset=dataset, data_collator=sft_collator(tokenizer),
         processing_class=tokenizer, callbacks=list(callbacks),
     )
     last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
@@ -394,6 +406,8 @@ def _curves(log_history: list[dict[str, Any]]) -> dict[str, list]:
 
 def _result(cfg, trainer, train_out, dataset, trainable, total_params, world, accum, peak_mb, peak_kind,
             dtype, resumed_from, artifacts) -> dict[str, Any]:
+    from .sft_data import dataset_stats
+
     curves = _curves(trainer.state.log_history)
     losses = [x for x in curves["loss"] if isinstance(x, (int, float)) and math.isfinite(x)]
     k = max(1, min(5, len(losses) // 4))
@@ -425,7 +439,7 @@ def _result(cfg, trainer, train_out, dataset, trainable, total_params, world, ac
             "dtype": str(dtype).replace("torch.", ""),
             "device": "cuda" if trainer.args.device.type == "cuda" else trainer.args.device.type,
             "resumed_from": Path(resumed_from).name if resumed_from else None,
-            "data": dataset.stats(),
+            "data": dataset_stats(dataset),
         },
         "curves": curves,
         "artifacts": artifacts,
