@@ -1,4 +1,8 @@
-"""``python -m analysis``: run every registered builder and write paper_tables/ (see ``analysis/__init__``)."""
+"""Turn the records under results/ into paper_tables/: every table as Markdown, LaTeX and CSV, the figures as
+PNG, the claims with their verdicts, and one flat CSV per experiment in results/<experiment>.csv.
+
+The output is a pure function of the records: running it again on the same records, anywhere, writes the
+same bytes (tests/test_analysis.py). Each section is one builder module of this package (``registry``)."""
 
 from __future__ import annotations
 
@@ -115,19 +119,21 @@ def readme(sections: list[Section], index: list[tuple[str, str, str, str]], erro
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR,
                    help="the records to read (default: results/ of the repository); the per-experiment CSVs "
                         "are written there too")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the tables go (default: paper_tables/)")
-    p.add_argument("--only", default=None, help=f"comma-separated builder keys (default: all of {', '.join(BUILDERS)})")
+    p.add_argument("--sections", default=None, metavar="SECTION[,SECTION]",
+                   help=f"rebuild only these sections (default: all of {', '.join(BUILDERS)})")
     args = p.parse_args(argv)
 
     results = Results(args.results_dir)
-    wanted = set(args.only.split(",")) if args.only else set(BUILDERS)
+    wanted = set(args.sections.split(",")) if args.sections else set(BUILDERS)
     unknown = wanted - set(BUILDERS)
     if unknown:
-        p.error(f"unknown builder(s) {sorted(unknown)}; known: {', '.join(BUILDERS)}")
+        p.error(f"--sections: unknown section(s) {sorted(unknown)}; known: {', '.join(BUILDERS)}")
     sections, index, errors = [], [], []
     for key, b in BUILDERS.items():
         if key not in wanted:

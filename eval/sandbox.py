@@ -610,12 +610,20 @@ def run(program: str, timeout: float = 10.0, *, stdin: bytes | str = b"",
     return _execute(program, float(timeout), data, dict(files or {}), limits or Limits(), iso.mode, iso.python)
 
 
-def _selftest() -> None:  # pragma: no cover - a manual check: python -m eval.sandbox
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    argparse.ArgumentParser(
+        prog="python -m eval.sandbox",
+        description="Print which isolation this machine gives model-written code (namespaces, read-only root, "
+                    "unprivileged uid, or only resource limits) and run one program in it as a check.",
+    ).parse_args(argv)
     iso = isolation()
     print(f"mode: {iso.mode}\npython: {iso.python}\n{iso.notes}")
     res = run("import os; print(os.getuid(), os.getcwd())", timeout=5)
     print(res)
+    return 0 if res.returncode == 0 and not res.timed_out else 1
 
 
-if __name__ == "__main__":  # pragma: no cover
-    _selftest()
+if __name__ == "__main__":
+    sys.exit(main())

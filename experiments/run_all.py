@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default=None, metavar="EXPERIMENT[,EXPERIMENT]",
                    help="run only these experiments (names as in experiments/common/registry.py); to select runs "
                         "inside one experiment, run its script with --runs GLOB")
-    p.add_argument("--data-dir", type=Path, default=None, help="passed to every experiment")
+    p.add_argument("--data-dir", type=Path, default=None, help="searched first for every data file, before $MISS_DATA_DIR and the repository's data/ "
+                        "(passed to every experiment)")
     p.add_argument("--no-analysis", action="store_true", help="skip `python -m analysis` at the end")
     args = p.parse_args(argv)
 

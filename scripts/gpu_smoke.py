@@ -288,13 +288,15 @@ def run_part(name: str, fn: Callable[[], dict]) -> Outcome:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="default: cuda")
+    p = argparse.ArgumentParser(prog="python scripts/gpu_smoke.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda", choices=("cuda", "cpu"),
+                   help="cuda (default) or cpu (the same parts in float32, to check this script without a GPU)")
     p.add_argument("--dtype", default=None, choices=("bfloat16", "float32"),
                    help="default: bfloat16 on cuda, float32 on cpu")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "gpu_smoke", help="scratch folder and summary.json")
     p.add_argument("--quick", action="store_true", help="fewer steps and a small benchmark layer (CI's check)")
-    p.add_argument("--parts", default=None, help="comma-separated part numbers to run (default: all)")
+    p.add_argument("--parts", default=None, help="comma-separated part numbers to run, e.g. 1,3,8 (default: all)")
     args = p.parse_args(argv)
     smoke = Smoke(args.device, args.dtype or ("bfloat16" if args.device == "cuda" else "float32"), args.out, args.quick)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -239,7 +239,7 @@ def test_tables_are_a_pure_function_of_the_records(tables, tmp_path):
     out = tmp_path / "other" / "tables"
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONHASHSEED": "12345"}
     proc = subprocess.run([sys.executable, "-m", "analysis", "--results-dir", str(copy), "--out", str(out),
-                           "--only", "no_free_lunch,efficiency,complexity"], cwd=tmp_path, env=env,
+                           "--sections", "no_free_lunch,efficiency,complexity"], cwd=tmp_path, env=env,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     names = _outputs(out)
@@ -284,7 +284,7 @@ def test_a_paper_profile_record_adds_a_row_beside_the_cpu_one(tables, tmp_path):
     shutil.copytree(tables.parent / "results", results)
     _nfl(results, "corrected", "lora", 43, [0.7, 0.55, 0.56], 256, profile="paper", run="corrected-lora-s43-paper")
     out = tmp_path / "out"
-    assert analysis_main(["--results-dir", str(results), "--out", str(out), "--only", "no_free_lunch"]) == 0
+    assert analysis_main(["--results-dir", str(results), "--out", str(out), "--sections", "no_free_lunch"]) == 0
     lines = [line for line in (out / "nfl_min_val_loss.md").read_text().splitlines() if line.startswith("| LoRA |")]
     assert [line.split(" | ")[1] for line in lines] == ["paper", "cpu"]     # largest scale first, never pooled
     before = next(line for line in (tables / "nfl_min_val_loss.md").read_text().splitlines()
