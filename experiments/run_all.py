@@ -21,12 +21,14 @@ from pathlib import Path
 from experiments.common.profiles import PROFILES
 from experiments.common.records import DEFAULT_RESULTS_DIR, REPO_ROOT, is_done, now_iso, write_json_atomic
 from experiments.common.registry import EXPERIMENTS, Experiment
+from experiments.common.streams import child_env
 
 
 def _child_env() -> dict[str, str]:
-    """Scripts run as ``python experiments/x.py`` import the repository's packages from its root."""
+    """Scripts run as ``python experiments/x.py`` import the repository's packages from its root; progress
+    bars are drawn only if a person watches this terminal (``streams``)."""
     path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{path}" if path else str(REPO_ROOT)}
+    return child_env({**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{path}" if path else str(REPO_ROOT)})
 
 
 def _planned_runs(exp: Experiment, common: list[str]) -> list[dict] | None:

@@ -23,8 +23,9 @@ def test_child_output_goes_to_the_terminal_and_the_log(tmp_path, capfd):
 def test_progress_bars_follow_the_parents_terminal(monkeypatch):
     monkeypatch.delenv(streams.PROGRESS_ENV, raising=False)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
-    assert streams.child_env({})[streams.PROGRESS_ENV] == "0"          # CI log, redirected output: no bars
+    quiet = streams.child_env({})
+    assert quiet[streams.PROGRESS_ENV] == "0" and quiet["TQDM_DISABLE"] == "1"   # CI log, redirected output: no bars
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    assert streams.child_env({})[streams.PROGRESS_ENV] == "1"
+    assert streams.child_env({})[streams.PROGRESS_ENV] == "1" and "TQDM_DISABLE" not in streams.child_env({})
     monkeypatch.setenv(streams.PROGRESS_ENV, "0")                       # a child keeps its parent's decision
     assert not streams.progress_bars_wanted()

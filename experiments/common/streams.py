@@ -26,8 +26,11 @@ def progress_bars_wanted() -> bool:
 
 
 def child_env(env: dict[str, str]) -> dict[str, str]:
-    """``env`` with the progress-bar decision of this process passed on."""
-    return {**env, PROGRESS_ENV: "1" if progress_bars_wanted() else "0"}
+    """``env`` with the progress-bar decision of this process passed on; without bars, tqdm (which
+    transformers, datasets and the hub client draw theirs with) is switched off through its environment."""
+    if progress_bars_wanted():
+        return {**env, PROGRESS_ENV: "1"}
+    return {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", **env, PROGRESS_ENV: "0"}
 
 
 def run_streamed(argv: list[str], log: Path, *, env: dict[str, str], cwd: Path) -> int:
