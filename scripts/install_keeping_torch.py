@@ -35,7 +35,9 @@ def requirements_without_torch(dist: str) -> list[str]:
             continue
         if req.marker is not None and not req.marker.evaluate({**env, "extra": ""}):
             continue                                     # other platforms, or an optional extra
-        out.append(str(Requirement(f"{req.name}{req.specifier}")))
+        # Keep the requirement's own extras: vLLM imports uvloop, which only ``fastapi[standard]`` brings.
+        extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
+        out.append(f"{req.name}{extras}{req.specifier}")
     return out
 
 
