@@ -139,3 +139,29 @@ def test_cola_claim_needs_a_lead_beyond_seed_noise(scores, expected):
     data = {"small": {m: {"cola": [{"seed": i, "metrics": {"final": {"matthews": float(v), "accuracy": 80.0}}}
                                    for i, v in enumerate(vals)]} for m, vals in scores.items()}}
     assert claims(data)[0].verdict == expected
+
+
+def _plan(capsys, *args):
+    assert glue.main(["--plan", *args]) == 0
+    return {r["name"]: r["config"] for r in json.loads(capsys.readouterr().out)}
+
+
+def test_cpu_plan_per_task_budgets_and_the_cola_study(capsys):
+    runs = _plan(capsys, "--profile", "cpu")
+    assert len(runs) == 4 * 3 * 5 + 4 and sorted(n for n in runs if "-full-" in n) == [
+        "mnli-full-s0", "mrpc-full-s0", "qnli-full-s0", "sst2-full-s0"]
+    assert {c["max_train"] for n, c in runs.items() if n.startswith("mrpc")} == {512}
+    assert {c["max_train"] for n, c in runs.items() if not n.startswith("mrpc")} == {256}
+    assert "full_lr" not in runs["mrpc-lora-s0"] and "lr" not in runs["mrpc-full-s0"]
+    # a --set of a key holds for every task, over the profile's per-task values
+    assert {c["max_train"] for c in _plan(capsys, "--profile", "cpu", "--set", "max_train=64").values()} == {64}
+    study = _plan(capsys, "--profile", "cpu", "--set", "mode=cola_study")
+    assert sorted(study) == [f"cola_study-{m}-s{s}" for m in ("lora", "miss", "pissa") for s in (0, 1, 2)]
+    assert {c["task"] for c in study.values()} == {"cola"} and {c["max_train"] for c in study.values()} == {None}
+
+
+def test_unknown_mode_or_profile_for_a_mode_is_a_usage_error(capsys):
+    for args in (["--profile", "small", "--set", "mode=cola_study"], ["--set", "mode=long"]):
+        with pytest.raises(SystemExit) as e:
+            glue.main(["--plan", *args])
+        assert e.value.code == 2 and "cola_study (cpu)" in capsys.readouterr().err
