@@ -22,6 +22,12 @@ Methods (adapters on query and value of every block; the classifier head trains 
 The paper's absolute counts (0.833M for LoRA) imply a larger rank or more targets than SliceFine states;
 the analysis prints both and the ratio.
 
+Training: the HF ``Trainer`` as for GLUE (``experiments.common.classification``): bf16 autocast on CUDA, images
+decoded by DataLoader workers, a checkpoint after every epoch under ``<runs-dir>/vtab/<profile>/<run>`` (an
+interrupted run resumes), the trained adapter + head in ``.../<run>/trained`` (``load_trained_run``), and the
+test accuracy after the last epoch (``eval_each_epoch=true`` adds a curve). A profile that asks for CUDA on a
+machine without it stops before any run.
+
 Data: the standard VTAB-1K folder (``vtab-1k/<task>/{train800val200,test}.txt``, lines
 ``<image path relative to the task folder> <label>``, as produced by the VPT/NOAH preparation scripts from
 TFDS), in ``--data-dir`` or ``$MISS_DATA_DIR`` (the repository's ``data/`` does not hold it); a missing
@@ -40,6 +46,7 @@ Profiles:
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
@@ -53,8 +60,9 @@ import numpy as np
 import torch
 
 from eval.data_files import MissingDataError, search_dirs, verify
-from experiments.common.classification import (MethodSpec, apply_method, formula_params, parameter_counts,
-                                               shuffled_batches, train_classifier)
+from experiments.common.classification import (TRAINED_DIR, MethodSpec, TrainSettings, apply_method,
+                                               drop_checkpoints, formula_params, load_trained, parameter_counts,
+                                               read_trained_meta, require_device, save_trained, train_classifier)
 from experiments.common.config import from_dict, override
 from experiments.common.records import RunRecord
 from experiments.common.runner import Context, Run, experiment_main
@@ -118,6 +126,7 @@ class VtabConfig:
     scheduler: str = "cosine"
     max_grad_norm: float = 1.0
     eval_batch_size: int = 128
+    eval_each_epoch: bool = False          # VTAB reports the last epoch; the test split is not for choosing one
     max_test: int | None = None            # subsample of the test split (None: all of it)
     synthetic_train: int = 240             # generated task: images per split
     synthetic_test: int = 200
@@ -127,6 +136,7 @@ class VtabConfig:
     tiny_patch: int = 8
     device: str = "cuda"
     threads: int = 0
+    report_to: tuple[str, ...] = ()     # HF Trainer integrations (tensorboard, wandb; must be installed)
 
     def __post_init__(self) -> None:
         for name in ("tasks", "methods", "seeds"):
@@ -230,26 +240,45 @@ def check_inputs(ctx: Context, runs: list[Run]) -> None:
 
 
 class ImageList:
-    """Images of one file list, prepared by the image processor batch by batch (PIL + numpy, no torchvision)."""
+    """The images of one file list as dataset rows (``path``, ``labels``); ``ImageCollator`` reads and prepares
+    them batch by batch with the image processor (PIL + numpy, no torchvision)."""
 
-    def __init__(self, folder: Path, list_name: str, num_classes: int, processor) -> None:
-        self.folder, self.processor = folder, processor
+    def __init__(self, folder: Path, list_name: str, num_classes: int) -> None:
+        self.folder = folder
         self.rows = read_file_list(folder / list_name, num_classes)
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def pixels(self, idx: list[int]) -> torch.Tensor:
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        path, label = self.rows[i]
+        return {"path": str(self.folder / path), "labels": label}
+
+
+class ImageCollator:
+    def __init__(self, processor) -> None:
+        self.processor = processor
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         from PIL import Image
 
         images = []
-        for i in idx:
-            with Image.open(self.folder / self.rows[i][0]) as im:
+        for r in rows:
+            with Image.open(r["path"]) as im:
                 images.append(im.convert("RGB"))
-        return self.processor(images=images, return_tensors="pt")["pixel_values"]
+        return {"pixel_values": self.processor(images=images, return_tensors="pt")["pixel_values"],
+                "labels": torch.tensor([r["labels"] for r in rows])}
 
-    def labels(self, idx: list[int]) -> torch.Tensor:
-        return torch.tensor([self.rows[i][1] for i in idx])
+
+class Subset:
+    def __init__(self, data, idx: list[int]) -> None:
+        self.data, self.idx = data, idx
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, i: int):
+        return self.data[self.idx[i]]
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -274,60 +303,70 @@ def load_model(cfg: VtabConfig, num_classes: int, hub: bool):
     return processor, model
 
 
-@torch.no_grad()
-def accuracy(model, data: ImageList, idx: list[int], batch_size: int, device: str) -> float:
-    model.eval()
-    correct = 0
-    for i in range(0, len(idx), batch_size):
-        chunk = idx[i:i + batch_size]
-        logits = model(pixel_values=data.pixels(chunk).to(device)).logits
-        correct += (logits.argmax(-1).cpu() == data.labels(chunk)).sum().item()
-    return 100.0 * correct / len(idx)
-
-
 def run_vtab(cfg: VtabConfig, task: TaskSpec, spec: MethodSpec, seed: int, data_dir: Path | None,
-             hub: bool) -> dict[str, Any]:
-    """One (task, method, seed) run: train on train800val200, top-1 accuracy on test."""
+             hub: bool, output_dir: Path, label: str = "vtab", callbacks=()) -> dict[str, Any]:
+    """One (task, method, seed) run: train on train800val200, top-1 accuracy on test; checkpoints and the trained
+    adapter + head under ``output_dir``."""
+    require_device(cfg.device, f"{label}: device")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = cfg.device if cfg.device == "cpu" or torch.cuda.is_available() else "cpu"
+    cuda = cfg.device == "cuda"
     with tempfile.TemporaryDirectory(prefix="vtab-synthetic-") as scratch:
         folder = task_folder(task, cfg, data_dir, Path(scratch))
-        gen = seed_everything(seed)
+        seed_everything(seed, deterministic=not cuda)
         processor, model = load_model(cfg, task.num_classes, hub)
         base_total = sum(p.numel() for p in model.parameters())
         hyper_spec = spec
         if spec.method == "vera":  # VeRA's frozen projections come from the run's seed
             hyper_spec = MethodSpec(spec.name, spec.method, {**spec.hyper, "projection_prng_key": seed}, spec.lr)
         apply_method(model, hyper_spec, TARGETS, HEAD_MODULES)
-        model.to(device)
         counts = parameter_counts(model, base_total)
         shapes = [(m.out_features, m.in_features) for n, m in model.named_modules()
                   if n.rsplit(".", 1)[-1] in TARGETS and hasattr(m, "out_features")]
-        train = ImageList(folder, cfg.train_list, task.num_classes, processor)
-        test = ImageList(folder, cfg.test_list, task.num_classes, processor)
+        train = ImageList(folder, cfg.train_list, task.num_classes)
+        test = ImageList(folder, cfg.test_list, task.num_classes)
         test_idx = list(range(len(test)))
         if cfg.max_test is not None and cfg.max_test < len(test):
             test_idx = sorted(torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:cfg.max_test].tolist())
-
-        def batches(epoch: int, g: torch.Generator):
-            for idx in shuffled_batches(len(train), cfg.batch_size, g):
-                yield {"pixel_values": train.pixels(idx), "labels": train.labels(idx)}
-
+        settings = TrainSettings(
+            epochs=cfg.epochs, batch_size=cfg.batch_size, lr=learning_rate(cfg, spec), weight_decay=cfg.weight_decay,
+            warmup_ratio=cfg.warmup_ratio, scheduler=cfg.scheduler, max_grad_norm=cfg.max_grad_norm,
+            eval_batch_size=cfg.eval_batch_size, eval_each_epoch=cfg.eval_each_epoch, device=cfg.device, seed=seed,
+            num_workers=min(8, os.cpu_count() or 1) if cuda else 0,     # image decoding keeps up with a GPU
+            report_to=cfg.report_to)
         result = train_classifier(
-            model, batches, steps_per_epoch=-(-len(train) // cfg.batch_size), epochs=cfg.epochs,
-            lr=learning_rate(cfg, spec), weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
-            scheduler=cfg.scheduler, max_grad_norm=cfg.max_grad_norm, gen=gen,
-            evaluate=lambda: {"accuracy": accuracy(model, test, test_idx, cfg.eval_batch_size, device)},
-            eval_each_epoch=False, device=device)
+            model, train, {"test": Subset(test, test_idx)}, ImageCollator(processor),
+            lambda logits, labels: {"accuracy": 100.0 * float((logits.argmax(-1) == labels).mean())},
+            settings, output_dir, label, callbacks)
+    saved = save_trained(model, Path(output_dir) / TRAINED_DIR, {
+        "experiment": EXPERIMENT, "task": task.name, "method": spec.name, "registry_method": spec.method,
+        "hyper": dict(hyper_spec.hyper), "targets": list(TARGETS), "head_modules": list(HEAD_MODULES),
+        "num_labels": task.num_classes, "seed": seed, "config": asdict(cfg),
+        "rebuild": "experiments.vtab.load_trained_run(<this folder>)"})
+    drop_checkpoints(output_dir)
     labels = [test.rows[i][1] for i in test_idx]
+    final = result.epoch_evals[-1]
     return {
         **counts, "formula_adapter_params": formula_params(hyper_spec, shapes),
-        "accuracy": result.epoch_evals[-1]["accuracy"], "loss_curve": result.loss_curve, "steps": result.steps,
-        "train_time_s": result.train_time_s, "n_train": len(train), "n_test": len(test_idx),
+        "accuracy": final["accuracy"], "epoch_evals": result.epoch_evals, "loss_curve": result.loss_curve,
+        "steps": result.steps, "train_time_s": result.train_time_s, "train_cpu_time_s": result.train_cpu_time_s,
+        "n_train": len(train), "n_test": len(test_idx),
         "test_largest_class_share": 100.0 * max(labels.count(c) for c in set(labels)) / len(labels),
         "pipeline_check": task.name == SYNTHETIC, "model": cfg.model,
+        "runtime": {"device": result.device, "precision": result.precision, "resumed_from": result.resumed_from,
+                    "dataloader_workers": settings.num_workers, "saved": saved},
     }
+
+
+def load_trained_run(folder: Path, hub: bool = False):
+    """(image processor, model) of a finished run rebuilt from its ``trained/`` folder. The backbone is rebuilt
+    from its source; the cpu profile's random ViT is drawn again from the run's seed, as in training."""
+    meta = read_trained_meta(folder)
+    cfg = from_dict(VtabConfig, meta["config"], f"{folder}/classifier.json")
+    seed_everything(meta["seed"])
+    processor, model = load_model(cfg, meta["num_labels"], hub)
+    apply_method(model, MethodSpec(meta["method"], meta["registry_method"], meta["hyper"]), TARGETS, HEAD_MODULES)
+    return processor, load_trained(model, folder).eval()
 
 
 # ---------------------------------------------------------------------------------------------- runner glue
@@ -336,17 +375,25 @@ def resolve_config(ctx: Context) -> VtabConfig:
     return override(cfg, EXPERIMENT, **ctx.overrides) if ctx.overrides else cfg
 
 
+PLAN_KEYS = ("tasks", "methods", "seeds")   # what to run, not what one run computes
+
+
 def plan(ctx: Context) -> list[Run]:
     cfg = resolve_config(ctx)
+    if not getattr(ctx.args, "plan", False):   # --plan lists the runs on any machine; running them needs the device
+        require_device(cfg.device, f"{EXPERIMENT} --profile {ctx.profile.name}: device (profile setting)")
+    shared = {k: v for k, v in asdict(cfg).items() if k not in PLAN_KEYS}
     runs = []
     for task_name in cfg.tasks:
         for name in cfg.methods:
             spec = METHOD_BY_NAME[name]
             for seed in cfg.seeds:
-                config = {**asdict(cfg), "task": task_name, "method": spec.name, "registry_method": spec.method,
+                config = {**shared, "task": task_name, "method": spec.name, "registry_method": spec.method,
                           "hyper": dict(spec.hyper), "targets": list(TARGETS), "lr_used": learning_rate(cfg, spec),
                           "note": spec.note}
-                runs.append(Run(f"{task_name}-{spec.name}-s{seed}", config, seed))
+                name_ = f"{task_name}-{spec.name}-s{seed}"
+                runs.append(Run(name_, config, seed,
+                                output_dir=Path(ctx.args.runs_dir) / EXPERIMENT / ctx.profile.name / name_))
     return runs
 
 
@@ -358,9 +405,10 @@ def _config(run: Run) -> VtabConfig:
 def execute(run: Run, record: RunRecord, ctx: Context) -> None:
     cfg = _config(run)
     out = run_vtab(cfg, TASK_BY_NAME[run.config["task"]], METHOD_BY_NAME[run.config["method"]], run.seed,
-                   ctx.data_dir, ctx.profile.hub_access)
+                   ctx.data_dir, ctx.profile.hub_access, run.output_dir, label=f"{EXPERIMENT} {run.name}")
     record.trainable_params = out.pop("trainable_params")
     record.curves = {"train_loss": out.pop("loss_curve")}
+    record.runtime.update(out.pop("runtime"), output_dir=str(run.output_dir))
     record.metrics = out
 
 

@@ -17,8 +17,8 @@ from experiments.common.records import load_records
 # The cpu profile's recipe (SBERT-style head, batch 8, lr 2e-3) at a smaller budget: 256 training rows seen twice,
 # texts cut at 40 tokens, 200 dev rows; 3 tasks x 3 methods = 9 runs of the real MiniLM encoder. (One pass over 384
 # rows left MiSS on MRPC at exactly the majority class, 66.5%; two passes over 256 rows gave it 70.5%.)
-SMALL = ["--set", "tasks=sst2,mrpc,qnli", "--set", "seeds=0", "--set", "max_train=256", "--set", "epochs=2",
-         "--set", "max_eval=200", "--set", "max_seq_length=40"]
+SMALL = ["--set", "tasks=sst2,mrpc,qnli", "--set", "methods=lora,pissa,miss", "--set", "seeds=0",
+         "--set", "max_train=256", "--set", "epochs=2", "--set", "max_eval=200", "--set", "max_seq_length=40"]
 
 
 def test_local_loader_reads_every_real_glue_file(data_dir):
@@ -85,7 +85,8 @@ def test_roberta_base_shares_lora_r8_equals_miss_r16():
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory, data_dir):
     out = tmp_path_factory.mktemp("glue")
-    rc = glue.main(["--profile", "cpu", "--results-dir", str(out), "--data-dir", str(data_dir), *SMALL])
+    rc = glue.main(["--profile", "cpu", "--results-dir", str(out), "--runs-dir", str(tmp_path_factory.mktemp("runs")),
+                    "--data-dir", str(data_dir), *SMALL])
     return rc, out
 
 
@@ -120,8 +121,9 @@ def test_table4_built_from_records(small_run):
 def test_seeds_differ_and_repeat(tmp_path, data_dir):
     tiny = ["--profile", "cpu", "--data-dir", str(data_dir), "--set", "tasks=sst2", "--set", "methods=miss",
             "--set", "max_train=48", "--set", "max_eval=32", "--set", "epochs=1", "--set", "max_seq_length=32"]
-    glue.main([*tiny, "--results-dir", str(tmp_path / "a"), "--set", "seeds=0,1"])
-    glue.main([*tiny, "--results-dir", str(tmp_path / "b"), "--set", "seeds=0"])
+    for name, seeds in (("a", "seeds=0,1"), ("b", "seeds=0")):
+        glue.main([*tiny, "--results-dir", str(tmp_path / name), "--runs-dir", str(tmp_path / name / "runs"),
+                   "--set", seeds])
     load = lambda d, s: json.loads((tmp_path / d / "glue" / "cpu" / f"sst2-miss-s{s}.json").read_text())  # noqa: E731
     a0, a1, b0 = load("a", 0), load("a", 1), load("b", 0)
     assert a0["curves"]["train_loss"] == b0["curves"]["train_loss"] and a0["metrics"]["final"] == b0["metrics"]["final"]
@@ -147,3 +149,30 @@ def test_cola_claim_is_decided_by_the_paired_interval(scores, expected):
     assert claim.verdict == expected
     if expected != "not tested":
         assert f"n = {len(scores['miss'])}" in claim.basis() and "95% interval" in claim.basis()
+
+
+def _plan(capsys, *args):
+    assert glue.main(["--plan", *args]) == 0
+    return {r["name"]: r["config"] for r in json.loads(capsys.readouterr().out)}
+    return {r["name"]: r["config"] for r in json.loads(capsys.readouterr().out)}
+
+
+def test_cpu_plan_per_task_budgets_and_the_cola_study(capsys):
+    runs = _plan(capsys, "--profile", "cpu")
+    assert len(runs) == 4 * 3 * 6 + 4 and sorted(n for n in runs if "-full-" in n) == [
+        "mnli-full-s0", "mrpc-full-s0", "qnli-full-s0", "sst2-full-s0"]
+    assert {c["max_train"] for n, c in runs.items() if n.startswith("mrpc")} == {512}
+    assert {c["max_train"] for n, c in runs.items() if not n.startswith("mrpc")} == {256}
+    assert "full_lr" not in runs["mrpc-lora-s0"] and "lr" not in runs["mrpc-full-s0"]
+    # a --set of a key holds for every task, over the profile's per-task values
+    assert {c["max_train"] for c in _plan(capsys, "--profile", "cpu", "--set", "max_train=64").values()} == {64}
+    study = _plan(capsys, "--profile", "cpu", "--set", "mode=cola_study")
+    assert sorted(study) == [f"cola_study-{m}-s{s}" for m in ("lora", "miss", "pissa") for s in (0, 1, 2)]
+    assert {c["task"] for c in study.values()} == {"cola"} and {c["max_train"] for c in study.values()} == {None}
+
+
+def test_unknown_mode_or_profile_for_a_mode_is_a_usage_error(capsys):
+    for args in (["--profile", "small", "--set", "mode=cola_study"], ["--set", "mode=long"]):
+        with pytest.raises(SystemExit) as e:
+            glue.main(["--plan", *args])
+        assert e.value.code == 2 and "cola_study (cpu)" in capsys.readouterr().err

@@ -120,3 +120,37 @@ def test_sections_write(results, tmp_path):
         write_section(build(results), out, results)
     assert (out / "fig5_loss_curves.png").stat().st_size > 0 and (out / "fig1_gradient_norm.png").stat().st_size > 0
     assert (out / "table5_nlg.md").read_text().count("|") > 100
+
+
+def _encoder_norm(results, task, method, r, seed, norms):
+    name = f"minilm-l6-{task}-{method}" + (f"-r{r}" if r else "") + f"-s{seed}"
+    write_record(results, RunRecord("gradient_norm", name, "cpu", status="success", seed=seed,
+                                    config={"family": "encoder", "model_label": "MiniLM-L6", "task": task,
+                                            "method": method, "r": r, "seed": seed},
+                                    metrics={"grad_norm_mean": sum(norms) / len(norms), "grad_norms": norms,
+                                             "n_batches": len(norms), "batch_size": 16}, trainable_params=10))
+
+
+@pytest.mark.parametrize("miss_scale, seeds, expected", [
+    (3.0, (0, 1, 2), SUPPORTED),       # 2 tasks x 3 seeds = 6 pairs per rank, all above 1
+    (0.5, (0, 1, 2), "contradicted"),
+    (3.0, (0, 1), INCONCLUSIVE),       # 4 pairs: too few for any exact 95% interval
+])
+def test_fig1_encoder_claim_pairs_tasks_and_seeds_per_rank(tmp_path, miss_scale, seeds, expected):
+    for task in ("cola", "sst2"):
+        for seed in seeds:
+            for r in (8, 16):
+                lora = [0.2 + 0.01 * seed, 0.3, 0.25 + 0.02 * r / 8]
+                _encoder_norm(tmp_path, task, "lora", r, seed, lora)
+                _encoder_norm(tmp_path, task, "miss", r, seed, [miss_scale * (x + 0.001 * seed) for x in lora])
+            _encoder_norm(tmp_path, task, "full", None, seed, [1.0, 1.1])
+    data = fig1.collect(Results(tmp_path))
+    claim = next(c for c in fig1.claims(data) if "MiniLM-L6" in c.text)
+    assert claim.verdict == expected
+    assert [label for label, _ in claim.intervals] == ["MiniLM-L6 r8: MiSS ÷ LoRA grad norm",
+                                                       "MiniLM-L6 r16: MiSS ÷ LoRA grad norm"]
+    assert all(iv.n == 2 * len(seeds) for _, iv in claim.intervals)
+    rows = fig1.table(data).rows
+    assert {row[6] for row in rows} == {str(len(seeds))}                                       # seeds per cell
+    assert fig1.panel_title(("cpu", "MiniLM-L6", "cola"), fig1.is_encoder(("cpu", "MiniLM-L6", "cola"), data)) \
+        == "MiniLM-L6 (real pretrained), cola"

@@ -46,11 +46,12 @@ def test_missing_vtab_folder_says_where(tmp_path):
         vtab.task_folder(vtab.TASK_BY_NAME["eurosat"], vtab.VtabConfig(), tmp_path, tmp_path)
 
 
-def test_pipeline_check_runs_every_method(tmp_path):
+def test_pipeline_check_runs_every_method(tmp_path, tmp_path_factory):
     from analysis.core import Results
     from analysis.vtab import build
 
-    assert vtab.main([*SMALL, "--results-dir", str(tmp_path)]) == 0
+    runs = tmp_path_factory.mktemp("runs")
+    assert vtab.main([*SMALL, "--results-dir", str(tmp_path), "--runs-dir", str(runs)]) == 0
     recs = {r["config"]["method"]: r for r in load_records(tmp_path, "vtab")}
     assert set(recs) == {"full", "vera", "lora", "dora", "miss"}
     m = {k: r["metrics"] for k, r in recs.items()}
@@ -68,8 +69,9 @@ def test_pipeline_check_runs_every_method(tmp_path):
 def test_seeds_differ_and_repeat(tmp_path):
     tiny = ["--profile", "cpu", "--set", "methods=lora", "--set", "epochs=1", "--set", "synthetic_train=64",
             "--set", "synthetic_test=32"]
-    vtab.main([*tiny, "--results-dir", str(tmp_path / "a"), "--set", "seeds=0,1"])
-    vtab.main([*tiny, "--results-dir", str(tmp_path / "b"), "--set", "seeds=0"])
+    for name, seeds in (("a", "seeds=0,1"), ("b", "seeds=0")):
+        vtab.main([*tiny, "--results-dir", str(tmp_path / name), "--runs-dir", str(tmp_path / name / "runs"),
+                   "--set", seeds])
     load = lambda d, s: json.loads((tmp_path / d / "vtab" / "cpu" / f"synthetic-lora-s{s}.json").read_text())  # noqa: E731
     a0, a1, b0 = load("a", 0), load("a", 1), load("b", 0)
     assert a0["curves"]["train_loss"] == b0["curves"]["train_loss"] and a0["metrics"]["accuracy"] == b0["metrics"]["accuracy"]
