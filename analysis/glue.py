@@ -118,7 +118,7 @@ def table4(data) -> Table:
                "RoBERTa-base (0.2366%; the paper prints 0.236%), 73,728 on MiniLM-L6 (0.3267%).",
                "cpu rows: the real pretrained MiniLM-L6 encoder on a subsample of the local GLUE files with a few "
                "hundred training steps, not RoBERTa-base at the paper's budget; the CoLA cell comes from the CoLA "
-               "study (`--set mode=cola_study`: all 8,551 training rows, 6 epochs, seeds 0-2) and the average "
+               "study (`--set mode=cola_study`: all 8,551 training rows, 4 epochs, seeds 0-2) and the average "
                "uses those seeds; QNLI and MNLI train on part of the "
                "dev file (the data folder has no train file for them) and evaluate on the disjoint rest; the MNLI "
                "file is a PTB-tokenised 1000-row sample of dev-matched.",
