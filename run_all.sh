@@ -3,7 +3,7 @@
 #   bash run_all.sh                      # profile cpu: no GPU, no hub (the default)
 #   bash run_all.sh --profile small      # one GPU;   --profile paper: the paper's scale
 #   bash run_all.sh --force --only no_free_lunch
-# Builds .venv on first use. Results: results/<experiment>/<run>.json; tables: paper_tables/.
+# Builds .venv on first use. Records: results/<experiment>/<profile>/<run>.json; tables: paper_tables/.
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup_env.sh

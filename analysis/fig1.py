@@ -173,7 +173,8 @@ def claims(data) -> list[Claim]:
         decided = decide(iv, "greater")
         if profile == "cpu":
             decided, evidence = NOT_TESTED, evidence + " (profile cpu: a tiny random model does not test the claim)"
-        out.append(Claim(f"[{profile}] {text}", test, decided, evidence, [("MiSS ÷ LoRA grad norm", iv)] if iv else []))
+        scope = f"{profile}, tiny random stand-in" if profile == "cpu" else profile
+        out.append(Claim(f"[{scope}] {text}", test, decided, evidence, [("MiSS ÷ LoRA grad norm", iv)] if iv else []))
     return out or [Claim(text, test, NOT_TESTED, "no MiSS/LoRA pairs recorded")]
 
 
