@@ -268,7 +268,7 @@ def test_cpu_profile_trains_scores_with_vllm_and_fills_table5(tmp_path, data_dir
     rec = load_record(tmp_path / "results" / "nlg_llama2_7b-eval" / "cpu" / "math-miss-s42.json")
     m = rec["metrics"]
     assert rec["status"] == "success" and rec["config"]["served_as"] == "adapter"
-    assert rec["config"]["adapter"].endswith("math-miss-s42/lora")           # MiSS through its exact LoRA export
+    assert rec["runtime"]["adapter"].endswith("math-miss-s42/lora")          # MiSS through its exact LoRA export
     assert m["backend"] == "vllm" and m["engine"]["device"] == "cpu" and m["engine"]["engine_args"]["enable_lora"]
     assert m["n"] == {"gsm8k": 3, "math": 3} and m["sampling"]["gsm8k"]["max_new_tokens"] == 32
     assert set(m["scores"]["gsm8k"]) == {"pissa", "flexible"} and set(m["scores"]["math"]) == {"pissa", "math_verify"}
