@@ -69,10 +69,12 @@ Profiles:
   paper  as the paper: RoBERTa-base, the paper's hyperparameters, 3 seeds.
 
 Expected (paper Table 4): all three within ~0.5 point of each other except CoLA, where MiSS leads
-(72.86 vs 67.28 PiSSA vs 62.40 LoRA). Runtime, cpu: ~23 min on an idle 2-core machine (estimated from
-2,170 s of single-thread CPU time measured per run here, and the 1.58x that torch's two threads gave the
-earlier budget) for 5 seeds, ~28 min for 6; cola_study: ~35 min (estimated likewise). small (estimated,
-not run here) ~30 GPU-hours (MNLI and QNLI dominate); paper: 3x that.
+(72.86 vs 67.28 PiSSA vs 62.40 LoRA). Runtime, cpu, measured here: the 76 runs took 62 min, ~45 of them
+with the two cores shared with other jobs; runs made alone took 18 s (QNLI) and 33 s (MRPC, 512 rows), so
+~25-30 min on an idle 2-core machine. cola_study: 24 min for one run (4 epochs) with the cores shared,
+about half that alone, so 1.5-3.5 hours for its 9 runs. Two processes on the two cores slow each other far
+more than twofold (torch's threads contend): run one experiment at a time. small (estimated, not run here)
+~30 GPU-hours (MNLI and QNLI dominate); paper: 3x that.
 """
 
 from __future__ import annotations
