@@ -71,9 +71,9 @@ Profiles:
 Expected (paper Table 4): all three within ~0.5 point of each other except CoLA, where MiSS leads
 (72.86 vs 67.28 PiSSA vs 62.40 LoRA). Runtime, cpu, measured here: the 76 runs took 62 min, ~45 of them
 with the two cores shared with other jobs; runs made alone took 18 s (QNLI) and 33 s (MRPC, 512 rows), so
-~25-30 min on an idle 2-core machine. cola_study: 24 min for one run (4 epochs) with the cores shared,
-about half that alone, so 1.5-3.5 hours for its 9 runs. Two processes on the two cores slow each other far
-more than twofold (torch's threads contend): run one experiment at a time. small (estimated, not run here)
+~25-30 min on an idle 2-core machine. cola_study: 160 s for one run (4 epochs) alone, ~25 min for its 9
+runs; the same run took 24-38 min while another job shared the two cores: two processes on two cores slow
+each other far more than twofold (torch's threads contend), so run one experiment at a time. small (estimated, not run here)
 ~30 GPU-hours (MNLI and QNLI dominate); paper: 3x that.
 """
 
