@@ -7,7 +7,6 @@ same bytes (tests/test_analysis.py). Each section is one builder module of this 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import traceback
 from pathlib import Path
@@ -55,27 +54,6 @@ def write_section(section: Section, out: Path, results: Results) -> list[tuple[s
     return lines
 
 
-def run_all_summaries(results_dir: Path) -> list[str]:
-    """The run_all summaries on record, one line per profile: when run_all wrote it (its ``written_at``)
-    and what each experiment took. run_all writes its summary before it calls the analysis and adds the
-    analysis's own time afterwards; that row is left out, so the line reads the same before and after."""
-    out = []
-    for path in sorted((results_dir / "run_all").glob("summary-*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        rows = [e for e in data.get("experiments", []) if e.get("experiment") != "analysis"]
-        parts = ", ".join(f"{e['experiment']} {e['time_s']} s" if not str(e.get("status")).startswith("skipped")
-                          else f"{e['experiment']} skipped (done earlier)"
-                          for e in rows if e.get("time_s") is not None)
-        total = sum(e.get("time_s") or 0 for e in rows)
-        written = data.get("written_at") or "at an unrecorded time"
-        out.append(f"- last `python -m experiments.run_all --profile {data.get('profile')}` on record (written "
-                   f"{written}): its experiments took {total:.1f} s ({parts}).")
-    return out
-
-
 def readme(sections: list[Section], index: list[tuple[str, str, str, str]], errors: list[str], results: Results,
            results_dir: Path, run_csvs: list[str]) -> str:
     tables = {t.key: t for s in sections for t in s.tables}
@@ -105,7 +83,6 @@ def readme(sections: list[Section], index: list[tuple[str, str, str, str]], erro
         lines.append(f"- All of the above: the runs themselves took {runs_total:.0f} s; their records span "
                      f"{span[2]:.0f} s of wall clock ({span[0]} → {span[1]}), which includes any pauses between "
                      "sessions.")
-    lines += run_all_summaries(results_dir)
     failed = {e: runs for e, runs in results.failed.items() if runs}
     for experiment, runs in sorted(failed.items()):
         lines.append(f"- {experiment}: {len(runs)} failed run(s) left out: {', '.join(runs[:8])}")

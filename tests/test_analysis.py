@@ -338,19 +338,3 @@ def test_lora_at_miss_parameter_count_is_measured_or_interpolated():
             for r in (1, 2, 4)]
     assert efficiency.at_params(recs, 256, "step_s") == (2e-3, "measured at r=2")
     assert efficiency.at_params(recs, 384, "step_s") == (pytest.approx(3e-3), "interpolated between r=2 and r=4")
-
-
-def test_run_all_summary_line_reads_the_same_before_and_after_the_analysis_row(tmp_path):
-    from analysis.__main__ import run_all_summaries
-    from experiments.common.records import write_json_atomic
-
-    summary = {"profile": "cpu", "total_time_s": 30.0, "written_at": "2026-01-05T10:00:00+00:00",
-               "experiments": [{"experiment": "no_free_lunch", "status": "success", "time_s": 12.5},
-                               {"experiment": "efficiency", "status": "skipped (done)", "time_s": 0.0}]}
-    write_json_atomic(tmp_path / "run_all" / "summary-cpu.json", summary)
-    before = run_all_summaries(tmp_path)
-    summary["experiments"].append({"experiment": "analysis", "status": "success", "time_s": 11.0})
-    write_json_atomic(tmp_path / "run_all" / "summary-cpu.json", {**summary, "total_time_s": 41.0})
-    assert run_all_summaries(tmp_path) == before == [
-        "- last `python -m experiments.run_all --profile cpu` on record (written 2026-01-05T10:00:00+00:00): its "
-        "experiments took 12.5 s (no_free_lunch 12.5 s, efficiency skipped (done earlier))."]

@@ -272,3 +272,15 @@ def test_planned_config_hashes_do_not_depend_on_where_things_live(tmp_path, caps
             continue
         a, b = plan(exp, "a"), plan(exp, "b")
         assert a == b, exp.name
+
+
+def test_a_record_is_judged_by_its_config_under_todays_identity_rule(tmp_path):
+    """A record whose stored hash predates a key's exclusion from the identity (here a path) is still done;
+    a record whose config differs in a key that matters is not."""
+    from experiments.common.identity import config_hash
+    from experiments.common.records import RunRecord, is_done, write_record
+
+    write_record(tmp_path, RunRecord("toy", "a", "cpu", status="success", config_hash="made-under-an-older-rule",
+                                     config={"lr": 1e-3, "configs_dir": "/elsewhere/experiments/configs"}))
+    assert is_done(tmp_path, "toy", "cpu", "a", config_hash({"lr": 1e-3, "configs_dir": "/here/experiments/configs"}))
+    assert not is_done(tmp_path, "toy", "cpu", "a", config_hash({"lr": 2e-3, "configs_dir": "/elsewhere/experiments/configs"}))

@@ -15,7 +15,7 @@ from typing import Any
 # Keys that never change a result: where files go or come from, how many threads/processes share the
 # work, and how often progress is logged or saved. Matched by name at any depth of the config.
 NON_IDENTITY_KEYS = frozenset({
-    "output_dir", "data_dir", "runs_dir", "results_dir", "cache_dir",
+    "output_dir", "data_dir", "runs_dir", "results_dir", "cache_dir", "configs_dir",
     "nproc", "num_threads", "threads", "cpu_threads", "torch_threads", "grade_jobs", "launcher",
     "save_steps", "save_total_limit", "logging_steps", "report_to", "progress",
 })

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .identity import config_hash
+from .identity import config_hash as _identity_hash   # is_done's parameter shadows the name
 
 SCHEMA_VERSION = 2
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -141,9 +142,10 @@ def successful_record(results_dir: Path, experiment: str, profile: str, run: str
 
 
 def is_done(results_dir: Path, experiment: str, profile: str, run: str, config_hash: str | None = None) -> bool:
-    """A successful record of this run exists at ``profile`` (and, when given, under ``config_hash``)."""
+    """A successful record of this run exists at ``profile`` (and, when given, under ``config_hash``: its stored
+    config hashed under today's identity rule, as ``runner.run_state`` does)."""
     rec = successful_record(results_dir, experiment, profile, run)
-    return rec is not None and (config_hash is None or rec.get("config_hash") == config_hash)
+    return rec is not None and (config_hash is None or _identity_hash(rec.get("config", {})) == config_hash)
 
 
 def _git(*args: str) -> str | None:

@@ -127,12 +127,14 @@ def stored_identity(run: Run) -> dict[str, Any] | None:
 def run_state(ctx: Context, run: Run) -> tuple[str, list[tuple[str, Any, Any]]]:
     """``done``, ``todo`` or ``changed`` (with the changes) for one planned run."""
     rec = existing_record(ctx.results_dir, ctx.experiment, ctx.profile.name, run.name)
+    # The stored config is hashed again under today's identity rule (``identity``), so a record stays valid
+    # when a key is found not to change results (e.g. a path) and is left out of the identity later.
     if rec is not None and rec["status"] == "success":
-        if rec.get("config_hash") == run.config_hash:
+        if config_hash(rec.get("config", {})) == run.config_hash:
             return "done", []
         return "changed", config_changes(rec.get("config", {}), run.config)
     ident = stored_identity(run)
-    if ident is not None and ident.get("config_hash") != run.config_hash:
+    if ident is not None and config_hash(ident.get("config", {})) != run.config_hash:
         return "changed", config_changes(ident.get("config", {}), run.config)
     return "todo", []
 
